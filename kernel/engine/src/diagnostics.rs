@@ -1,0 +1,290 @@
+//! Turning failures into errors that teach: a name, a one-line message, and a traceback that
+//! points at the cell's own line and column (never at evcxr's generated code), with a hint in
+//! plain words for the common async mistakes.
+
+use crate::output::PanicRecord;
+use crate::CellError;
+
+const RED: &str = "\x1b[1;31m";
+const BLUE: &str = "\x1b[1;34m";
+const BOLD: &str = "\x1b[1m";
+const CYAN: &str = "\x1b[36m";
+const RESET: &str = "\x1b[0m";
+
+fn hint_line(hint: &str) -> String {
+    format!("{CYAN}hint{RESET}: {hint}")
+}
+
+/// Hints for compile errors, matched on the error code and the words of the message.
+fn compile_hint(code: Option<&str>, text: &str) -> Option<&'static str> {
+    let mentions_future = text.contains("Future") || text.contains("future");
+    if text.contains("cannot be sent between threads safely") {
+        return Some(
+            "`tokio::spawn` may run the task on any worker thread, so everything the task holds \
+             across an `.await` must be `Send`. `Rc` and `RefCell` are not: use `Arc` and \
+             `tokio::sync::Mutex`, or drop the value before the `.await`. (Top-level cell code \
+             is not spawned, so `Rc` is fine there.)",
+        );
+    }
+    match code {
+        Some("E0728") => Some(
+            "`.await` only works inside an `async fn` or an `async { }` block. The cell itself is \
+             async, but the function around this `.await` is not: declare it `async fn` and call \
+             it with `.await`.",
+        ),
+        Some("E0308") | Some("E0599") | Some("E0609") | Some("E0277") | Some("E0614")
+        | Some("E0369") | Some("E0608")
+            if mentions_future =>
+        {
+            Some(
+                "this value is a future: calling an `async fn` only creates it, nothing has run \
+                 yet. Add `.await` to run it and get its result.",
+            )
+        }
+        _ => None,
+    }
+}
+
+/// Hints for panics whose message names a common async mistake.
+fn panic_hint(message: &str) -> Option<&'static str> {
+    if message.contains("Cannot start a runtime from within a runtime") {
+        None // the runtime library's own message already explains it
+    } else if message.contains("Cannot drop a runtime in a context where blocking is not allowed")
+        || message.contains("Cannot block the current thread from within a runtime")
+    {
+        Some(
+            "this blocks a thread of the running runtime. Inside async code use `.await`; for \
+             blocking work use `tokio::task::spawn_blocking`.",
+        )
+    } else if message.contains("there is no reactor running")
+        || message.contains("must be called from the context of a Tokio")
+    {
+        Some("this needs a running tokio runtime: call it from a cell or from a spawned task.")
+    } else {
+        None
+    }
+}
+
+pub fn compile_errors(code: &str, errors: &[evcxr::CompilationError]) -> CellError {
+    let mut traceback = Vec::new();
+    let mut first_message = None;
+    let errors: Vec<_> = errors.iter().filter(|error| error.level() == "error").collect();
+    for error in &errors {
+        let error_code = error.code();
+        let heading = match error_code {
+            Some(error_code) => format!("error[{error_code}]"),
+            None => "error".to_owned(),
+        };
+        let message = error.message();
+        let mut location = String::new();
+        let mut primary_label = String::new();
+        if let Some(primary) = error.primary_spanned_message() {
+            primary_label = primary.label.clone();
+            if let Some(span) = primary.span {
+                location = format!(" (line {}, column {})", span.start_line, span.start_column);
+            }
+        }
+        if first_message.is_none() {
+            first_message = Some(format!("{heading}: {message}{location}"));
+        }
+        traceback.push(format!("{RED}{heading}{RESET}{BOLD}: {message}{RESET}"));
+        for spanned in error.spanned_messages() {
+            let Some(span) = spanned.span else { continue };
+            traceback.push(format!(
+                "  {BLUE}-->{RESET} cell line {}, column {}",
+                span.start_line, span.start_column
+            ));
+            let width = span.end_line.to_string().len();
+            let lines: Vec<&str> = code.lines().collect();
+            for line_number in span.start_line..=span.end_line {
+                let Some(text) = lines.get(line_number - 1) else { continue };
+                traceback.push(format!("{BLUE}{line_number:>width$} |{RESET} {text}"));
+            }
+            if span.start_line == span.end_line {
+                let start = span.start_column.saturating_sub(1);
+                let length = span.end_column.saturating_sub(span.start_column).max(1);
+                traceback.push(format!(
+                    "{BLUE}{:>width$} |{RESET} {}{RED}{} {}{RESET}",
+                    "",
+                    " ".repeat(start),
+                    "^".repeat(length),
+                    spanned.label
+                ));
+            } else if !spanned.label.is_empty() {
+                traceback.push(format!("{BLUE}{:>width$} ={RESET} {}", "", spanned.label));
+            }
+        }
+        for help in error.help() {
+            traceback.push(format!("  {BLUE}={RESET} help: {help}"));
+        }
+        let all_text = format!("{message} {primary_label} {}", error.help().join(" "));
+        if let Some(hint) = compile_hint(error_code, &all_text) {
+            traceback.push(hint_line(hint));
+        }
+    }
+    CellError {
+        name: "CompileError".into(),
+        message: first_message.unwrap_or_else(|| "the cell did not compile".into()),
+        traceback,
+    }
+}
+
+/// Finds the cell line a location in evcxr's generated source came from: evcxr copies the
+/// user's statements verbatim, so the generated line's text is looked up in the cell.
+fn cell_position(code: &str, generated: &str, line: u32, column: u32) -> Option<(usize, usize)> {
+    let generated_line = generated.lines().nth((line as usize).checked_sub(1)?)?;
+    let trimmed = generated_line.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    let generated_indent = generated_line.len() - generated_line.trim_start().len();
+    code.lines().enumerate().find_map(|(index, cell_line)| {
+        let position = cell_line.find(trimmed)?;
+        let column = (column as usize).saturating_sub(generated_indent) + position;
+        Some((index + 1, column.max(1)))
+    })
+}
+
+pub(crate) fn panic(code: &str, generated: &str, panic: &PanicRecord) -> CellError {
+    let first_line = panic.message.lines().next().unwrap_or_default().to_owned();
+    let mut traceback = vec![format!("{RED}panic{RESET}{BOLD}: {first_line}{RESET}")];
+    for line in panic.message.lines().skip(1) {
+        traceback.push(line.to_owned());
+    }
+    if let Some((line, column)) = cell_position(code, generated, panic.line, panic.column) {
+        traceback.push(format!("  {BLUE}-->{RESET} cell line {line}, column {column}"));
+        if let Some(text) = code.lines().nth(line - 1) {
+            traceback.push(format!("{BLUE}{line} |{RESET} {text}"));
+        }
+    }
+    if let Some(hint) = panic_hint(&panic.message) {
+        traceback.push(hint_line(hint));
+    }
+    CellError { name: "Panic".into(), message: panic.message.clone(), traceback }
+}
+
+/// `std::num::ParseIntError` → `ParseIntError`; generic arguments are shortened alike.
+fn short_type_name(full: &str) -> String {
+    let mut short = String::new();
+    let mut segment = String::new();
+    for character in full.chars() {
+        if character.is_alphanumeric() || character == '_' {
+            segment.push(character);
+        } else if character == ':' {
+            segment.clear();
+        } else {
+            short.push_str(&std::mem::take(&mut segment));
+            short.push(character);
+        }
+    }
+    short.push_str(&segment);
+    short
+}
+
+pub(crate) fn question_mark_error(type_name: Option<&str>, text: &str) -> CellError {
+    let name = type_name.map_or_else(|| "Error".to_owned(), short_type_name);
+    let message = text.trim_end().to_owned();
+    let first_line = message.lines().next().unwrap_or_default();
+    CellError {
+        traceback: vec![
+            format!("{RED}{name}{RESET}{BOLD}: {first_line}{RESET}"),
+            "  the cell returned this error through `?`".to_owned(),
+        ],
+        name,
+        message,
+    }
+}
+
+pub(crate) fn interrupted() -> CellError {
+    let message = "The cell was interrupted: its future was dropped at the await point where it \
+                   was waiting. Variables from earlier cells and tasks it did not own are kept.";
+    CellError {
+        name: "Interrupted".into(),
+        message: message.into(),
+        traceback: vec![format!("{RED}Interrupted{RESET}: {message}")],
+    }
+}
+
+pub(crate) fn interrupted_by_restart() -> CellError {
+    let message = "The cell was interrupted, but it never reached an `.await` (busy computing or \
+                   blocking a thread), so the kernel restarted the user-code process. All \
+                   variables and running tasks were lost; functions, types and `use` items you \
+                   defined are kept.";
+    CellError {
+        name: "Interrupted".into(),
+        message: message.into(),
+        traceback: vec![format!("{RED}Interrupted{RESET}: {message}")],
+    }
+}
+
+pub(crate) fn process_died(detail: &str) -> CellError {
+    let detail = detail.trim();
+    let message = format!(
+        "The process running your code died ({}), and the kernel restarted it. All variables and \
+         running tasks were lost; functions, types and `use` items you defined are kept.",
+        detail.lines().last().unwrap_or("no detail")
+    );
+    let mut traceback = vec![format!("{RED}KernelRestarted{RESET}: {message}")];
+    traceback.extend(detail.lines().map(str::to_owned));
+    CellError { name: "KernelRestarted".into(), message, traceback }
+}
+
+pub(crate) fn evaluation_error(message: &str) -> CellError {
+    let mut traceback = vec![format!("{RED}Error{RESET}: {}", message.lines().next().unwrap_or_default())];
+    traceback.extend(message.lines().skip(1).map(str::to_owned));
+    CellError { name: "EvaluationError".into(), message: message.to_owned(), traceback }
+}
+
+/// The kernel provides tokio itself: a second copy would split the runtime in two.
+pub(crate) fn refuse_tokio_dependency(code: &str) -> Option<CellError> {
+    let line = code.lines().map(str::trim).find(|line| {
+        line.strip_prefix(":dep")
+            .map(str::trim_start)
+            .is_some_and(|rest| rest == "tokio" || rest.starts_with("tokio ") || rest.starts_with("tokio="))
+    })?;
+    let message = format!(
+        "`{line}`: tokio is built into this kernel (with all features), shared by every cell. \
+         Remove the `:dep` line and use `tokio::...` directly."
+    );
+    Some(CellError {
+        name: "DependencyError".into(),
+        traceback: vec![format!("{RED}DependencyError{RESET}: {message}")],
+        message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_type_names_drop_module_paths() {
+        assert_eq!(short_type_name("core::num::error::ParseIntError"), "ParseIntError");
+        assert_eq!(
+            short_type_name("alloc::boxed::Box<dyn core::error::Error>"),
+            "Box<dyn Error>"
+        );
+    }
+
+    #[test]
+    fn panic_location_maps_back_to_the_cell_line() {
+        let code = "let a = 1;\nlet b: Option<u8> = None;\nb.unwrap();";
+        let generated = "fn x() {\n    let a = 1;\n    let b: Option<u8> = None;\n    b.unwrap();\n}";
+        assert_eq!(cell_position(code, generated, 4, 7), Some((3, 3)));
+    }
+
+    #[test]
+    fn tokio_dependency_is_refused_with_an_explanation() {
+        let error = refuse_tokio_dependency(":dep tokio = \"1\"\nlet x = 1;").unwrap();
+        assert_eq!(error.name, "DependencyError");
+        assert!(error.message.contains("built into this kernel"));
+        assert!(refuse_tokio_dependency(":dep tokio-util = \"0.7\"").is_none());
+    }
+
+    #[test]
+    fn forgotten_await_gets_a_hint() {
+        let hint = compile_hint(Some("E0599"), "no method named `len` found for opaque type `impl Future<Output = String>`");
+        assert!(hint.unwrap().contains(".await"));
+        assert!(compile_hint(Some("E0599"), "no method named `len` found for struct `Foo`").is_none());
+    }
+}

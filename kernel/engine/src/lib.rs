@@ -1,0 +1,317 @@
+//! The execution engine: runs notebook cells with evcxr, every cell inside an implicit `async`
+//! block on the kernel's one shared tokio runtime.
+//!
+//! Key design choice: the engine returns plain data and knows nothing of Jupyter. A cell ends
+//! as a [`CellOutcome`] — success with an optional result, or a [`CellError`] with a name, a
+//! message and a traceback pointing at the cell's own lines. Broken user code is a normal
+//! outcome, never an `Err` of the engine. Output that appears while cells run, or afterwards
+//! from tasks they spawned, arrives as [`EngineEvent`]s on a sink the front end provides,
+//! tagged with the number of the cell it belongs to.
+//!
+//! The runtime library (`kernel/runtime`) is the crate cells know as `tokio`; the engine knows it
+//! only through its source path and the record names of its `protocol` module.
+
+pub mod diagnostics;
+pub mod is_complete;
+mod output;
+pub mod runtime_library;
+pub mod user_process;
+
+#[path = "../../runtime/src/protocol.rs"]
+mod protocol;
+
+pub use output::{EventSink, InputReader};
+
+use output::{CellFate, OutputReader};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("could not start evcxr: {0}")]
+    Evcxr(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the runtime library is not prepared at {0}: run scripts/setup")]
+    RuntimeNotPrepared(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamName {
+    Stdout,
+    Stderr,
+}
+
+/// Output produced by user code.
+#[derive(Debug, Clone)]
+pub enum Output {
+    Stream { name: StreamName, text: String },
+    /// A mime bundle (`{"text/html": "..."}`).
+    Display { data: serde_json::Value },
+    ClearOutput { wait: bool },
+}
+
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    /// Output of cell `cell` (or of a task it spawned); `None` when no cell ran yet.
+    Output { cell: Option<u64>, output: Output },
+    /// The cell being executed started running as cell number N.
+    CellStarted(u64),
+}
+
+/// How one cell ended.
+#[derive(Debug, Clone)]
+pub enum CellOutcome {
+    /// The cell ran to its end. `result` is the mime bundle of its final expression, if any.
+    Success { result: Option<serde_json::Map<String, serde_json::Value>> },
+    Failure(CellError),
+}
+
+/// A failed cell, ready to be shown: `name` like `CompileError`, `Panic`, `Interrupted`,
+/// `KernelRestarted` or the type of the error a `?` returned; `message` first line is the
+/// useful one; `traceback` lines are ANSI-coloured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellError {
+    pub name: String,
+    pub message: String,
+    pub traceback: Vec<String>,
+}
+
+pub struct Completions {
+    pub matches: Vec<String>,
+    /// Character (not byte) offsets into the code of the text the matches replace.
+    pub cursor_start: usize,
+    pub cursor_end: usize,
+}
+
+/// How long a cell that ignores an interrupt (no await point reached) may go on before the
+/// user process is restarted.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
+
+pub struct Engine {
+    context: evcxr::CommandContext,
+    output: Arc<OutputReader>,
+    process: Arc<Mutex<std::process::Child>>,
+    killed_by_interrupt: Arc<AtomicBool>,
+    /// Cell sources and evcxr's working files; removed when the engine is dropped.
+    _work_dir: tempfile::TempDir,
+}
+
+/// Lets another thread interrupt the cell the engine is running.
+#[derive(Clone)]
+pub struct Interrupter {
+    output: Arc<OutputReader>,
+    process: Arc<Mutex<std::process::Child>>,
+    killed_by_interrupt: Arc<AtomicBool>,
+}
+
+impl Interrupter {
+    /// Cancels the running cell at its current await point. A cell that does not reach an
+    /// await point within a grace period is ended by restarting the user process.
+    pub fn interrupt(&self) {
+        self.output.interrupt();
+        let output = Arc::clone(&self.output);
+        let process = Arc::clone(&self.process);
+        let killed = Arc::clone(&self.killed_by_interrupt);
+        std::thread::spawn(move || {
+            let started_in = output.running_cell();
+            std::thread::sleep(INTERRUPT_GRACE);
+            if started_in.is_some() && output.running_cell() == started_in {
+                killed.store(true, Ordering::SeqCst);
+                if let Ok(mut child) = process.lock() {
+                    let _ = child.kill();
+                }
+            }
+        });
+    }
+}
+
+impl Engine {
+    /// Starts evcxr and its user-code process, with the runtime library as the cells' `tokio`,
+    /// and switches every cell to async mode. `sink` receives output events from now on.
+    pub fn start(library: &runtime_library::RuntimeLibrary, sink: EventSink) -> Result<Engine, EngineError> {
+        Self::start_in(library, sink, None)
+    }
+
+    /// Like [`Engine::start`]; with `template`, cells are compiled in that directory, which is
+    /// left in place (this is how the runtime library is prepared).
+    pub(crate) fn start_in(
+        library: &runtime_library::RuntimeLibrary,
+        sink: EventSink,
+        template: Option<&Path>,
+    ) -> Result<Engine, EngineError> {
+        let work_dir = tempfile::Builder::new().prefix("rust-async-").tempdir()?;
+        let socket_path = work_dir.path().join("output.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket_path)?;
+        let output = Arc::new(OutputReader::start(listener, sink));
+        let cell_dir = template.map_or_else(|| work_dir.path().join("cell"), Path::to_path_buf);
+        let config_dir = work_dir.path().join("config");
+        std::fs::create_dir_all(&config_dir)?;
+        // evcxr reads these in this process; the user process gets the socket path only.
+        std::env::set_var("EVCXR_TMPDIR", &cell_dir);
+        std::env::set_var("EVCXR_CONFIG_DIR", &config_dir);
+        let mut user_process = std::process::Command::new(std::env::current_exe()?);
+        user_process.env(user_process::OUTPUT_SOCKET_ENV, &socket_path);
+        let (mut eval_context, evcxr_outputs) = evcxr::EvalContext::with_subprocess_command(user_process)
+            .map_err(|error| EngineError::Evcxr(error.to_string()))?;
+        // Our user process sends its output through the socket; evcxr's own channels only carry
+        // what escapes that (nothing, normally). Drain them so they never fill up.
+        for channel in [evcxr_outputs.stdout, evcxr_outputs.stderr] {
+            std::thread::spawn(move || for _ in channel {});
+        }
+        let process = eval_context.process_handle();
+        library.seed_cell_dir(&cell_dir, template.is_some())?;
+        let mut state = eval_context.state();
+        state.set_offline_mode(true);
+        state
+            .add_dep("tokio", &library.dependency_spec())
+            .map_err(|error| EngineError::Evcxr(error.to_string()))?;
+        output.begin_cell(silent_input(), None);
+        let prelude = eval_context.eval_with_state(PRELUDE, state);
+        let fate = output.finish_cell(Duration::from_secs(5));
+        if let CellOutcome::Failure(error) = outcome(PRELUDE, "", prelude, fate, false) {
+            return Err(EngineError::Evcxr(format!(
+                "the kernel's prelude failed: {}\n{}",
+                error.message,
+                error.traceback.join("\n")
+            )));
+        }
+        Ok(Engine {
+            context: evcxr::CommandContext::with_eval_context(eval_context),
+            output,
+            process,
+            killed_by_interrupt: Arc::new(AtomicBool::new(false)),
+            _work_dir: work_dir,
+        })
+    }
+
+    pub fn interrupter(&self) -> Interrupter {
+        Interrupter {
+            output: Arc::clone(&self.output),
+            process: Arc::clone(&self.process),
+            killed_by_interrupt: Arc::clone(&self.killed_by_interrupt),
+        }
+    }
+
+    /// Runs one cell. Output streams to the sink while it runs; when this returns, every
+    /// output of the cell has been handed to the sink.
+    pub fn execute(&mut self, code: &str, input: InputReader) -> CellOutcome {
+        if let Some(error) = diagnostics::refuse_tokio_dependency(code) {
+            return CellOutcome::Failure(error);
+        }
+        let pid = self.process.lock().ok().map(|child| child.id() as i32);
+        self.killed_by_interrupt.store(false, Ordering::SeqCst);
+        self.output.begin_cell(input, pid);
+        let result = self.context.execute(code);
+        let ran = matches!(result, Ok(_) | Err(evcxr::Error::SubprocessTerminated(_)));
+        let fate = self
+            .output
+            .finish_cell(if ran { Duration::from_secs(5) } else { Duration::ZERO });
+        let source = self.context.last_source().unwrap_or_default();
+        let killed_by_interrupt = self.killed_by_interrupt.swap(false, Ordering::SeqCst);
+        outcome(code, &source, result, fate, killed_by_interrupt)
+    }
+
+    /// Completions at `cursor` (a character offset), from evcxr's rust-analyzer.
+    pub fn complete(&mut self, code: &str, cursor: usize) -> Completions {
+        let byte_cursor = char_to_byte(code, cursor);
+        match self.context.completions(code, byte_cursor) {
+            Ok(found) => Completions {
+                matches: found.completions.into_iter().map(|c| c.code).collect(),
+                cursor_start: byte_to_char(code, found.start_offset),
+                cursor_end: byte_to_char(code, found.end_offset),
+            },
+            Err(_) => Completions { matches: vec![], cursor_start: cursor, cursor_end: cursor },
+        }
+    }
+
+    /// Documentation of what is at `cursor` (a character offset), as (plain text, markdown).
+    pub fn inspect(&mut self, code: &str, cursor: usize) -> Option<(String, String)> {
+        let byte_cursor = char_to_byte(code, cursor);
+        let start = code[..byte_cursor]
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .map_or(0, |index| index + 1);
+        let end = code[byte_cursor..]
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map_or(code.len(), |index| byte_cursor + index);
+        let word = code.get(start..end).filter(|word| !word.is_empty())?;
+        let (text, markdown) = self.context.hover_at(word, word.len()).ok()?;
+        (text != "No documentation found").then_some((text, markdown))
+    }
+
+    /// Names and types of the variables the cells defined so far.
+    pub fn variables(&self) -> Vec<(String, String)> {
+        self.context
+            .variables_and_types()
+            .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+            .collect()
+    }
+}
+
+/// Run once at start: makes every cell async (evcxr switches on E0728, an await outside async),
+/// names the runtime library `rust_async` too, and lets `?` errors report their type name.
+/// The `eprintln!` wrapper matches exactly how evcxr prints the error a `?` returned.
+pub(crate) const PRELUDE: &str = r#"
+use tokio as rust_async;
+macro_rules! eprintln {
+    ("{}", $error:ident) => {{ ::tokio::__report_error_type(&$error); ::std::eprintln!("{}", $error) }};
+    ($($argument:tt)*) => { ::std::eprintln!($($argument)*) };
+}
+{ async {}.await; }
+"#;
+
+/// Turns what evcxr returned and what the cell's records said into the cell's outcome.
+fn outcome(
+    code: &str,
+    generated: &str,
+    result: Result<evcxr::EvalOutputs, evcxr::Error>,
+    fate: CellFate,
+    killed_by_interrupt: bool,
+) -> CellOutcome {
+    let failure = CellOutcome::Failure;
+    match result {
+        Ok(outputs) => {
+            if fate.interrupted {
+                failure(diagnostics::interrupted())
+            } else if let Some(panic) = &fate.panic {
+                failure(diagnostics::panic(code, generated, panic))
+            } else if fate.question_mark_error {
+                failure(diagnostics::question_mark_error(fate.error_type.as_deref(), &fate.error_text))
+            } else {
+                let result: serde_json::Map<_, _> = outputs
+                    .content_by_mime_type
+                    .into_iter()
+                    .map(|(mime, content)| (mime, serde_json::Value::String(content)))
+                    .collect();
+                // A cell ending in a statement-like expression (`print!(..)`) has the value `()`.
+                let is_unit = result.len() == 1 && result.get("text/plain").is_some_and(|text| text == "()");
+                CellOutcome::Success { result: (!result.is_empty() && !is_unit).then_some(result) }
+            }
+        }
+        Err(evcxr::Error::CompilationErrors(errors)) => failure(diagnostics::compile_errors(code, &errors)),
+        Err(evcxr::Error::SubprocessTerminated(_)) if killed_by_interrupt => {
+            failure(diagnostics::interrupted_by_restart())
+        }
+        Err(evcxr::Error::SubprocessTerminated(message)) => failure(diagnostics::process_died(&message)),
+        Err(error) => failure(diagnostics::evaluation_error(&error.to_string())),
+    }
+}
+
+fn silent_input() -> InputReader {
+    Arc::new(|_: &str| None)
+}
+
+fn char_to_byte(text: &str, chars: usize) -> usize {
+    text.char_indices().nth(chars).map_or(text.len(), |(index, _)| index)
+}
+
+fn byte_to_char(text: &str, bytes: usize) -> usize {
+    text.get(..bytes.min(text.len())).map_or(0, |prefix| prefix.chars().count())
+}
+
+/// The path of this crate's sources, for locating the runtime library in a checkout.
+pub fn source_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}

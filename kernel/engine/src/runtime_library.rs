@@ -1,0 +1,120 @@
+//! Where the runtime library lives and how it is prepared once, so kernels never build tokio.
+//!
+//! Cells depend on the runtime library as `tokio = { package = "rust-async-runtime", path }`.
+//! Building it (tokio included) takes 15-25 s, so `prepare` does it once at set-up: it runs a
+//! real engine whose cell directory is the *template*, which leaves cargo's finished artifacts
+//! there. A kernel copies the template's `target/` and `Cargo.lock` into its own private cell
+//! directory before its first cell, and cargo finds the runtime library already fresh. Each
+//! kernel has its own copy, so a class of kernels on one server never wait on a shared lock,
+//! and the template itself is only read.
+
+use crate::{Engine, EngineError, EventSink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct RuntimeLibrary {
+    /// The runtime library's crate (kernel/runtime in the checkout).
+    source: PathBuf,
+    /// Where `prepare` leaves its template (target/rust-async-runtime in the checkout).
+    prepared: PathBuf,
+}
+
+/// Environment variable overriding where the prepared runtime library is.
+pub const PREPARED_DIR_ENV: &str = "RUST_ASYNC_RUNTIME_DIR";
+
+impl RuntimeLibrary {
+    /// The runtime library of the checkout this kernel was built from.
+    pub fn locate() -> RuntimeLibrary {
+        let root = crate::source_root().join("../..");
+        let root = root.canonicalize().unwrap_or(root);
+        let prepared = std::env::var_os(PREPARED_DIR_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target/rust-async-runtime"));
+        RuntimeLibrary { source: root.join("kernel/runtime"), prepared }
+    }
+
+    pub(crate) fn dependency_spec(&self) -> String {
+        format!("{{ package = \"rust-async-runtime\", path = \"{}\" }}", self.source.display())
+    }
+
+    fn template(&self) -> PathBuf {
+        self.prepared.join("template")
+    }
+
+    fn stamp_path(&self) -> PathBuf {
+        self.prepared.join("stamp")
+    }
+
+    /// What the template was built from: the library's sources, its lock file and the compiler.
+    fn fingerprint(&self) -> String {
+        let mut inputs = String::new();
+        for file in ["Cargo.toml", "Cargo.lock", "src/lib.rs", "src/cell.rs", "src/display.rs",
+                     "src/interrupt.rs", "src/protocol.rs"] {
+            inputs.push_str(&std::fs::read_to_string(self.source.join(file)).unwrap_or_default());
+        }
+        inputs.push_str(crate::PRELUDE);
+        let rustc = Command::new("rustc").arg("-vV").output().map(|out| out.stdout).unwrap_or_default();
+        inputs.push_str(&String::from_utf8_lossy(&rustc));
+        // FNV-1a: a stable fingerprint without another dependency.
+        let hash = inputs.bytes().fold(0xcbf29ce484222325u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3)
+        });
+        format!("{hash:016x}")
+    }
+
+    pub fn is_prepared(&self) -> bool {
+        std::fs::read_to_string(self.stamp_path()).ok() == Some(self.fingerprint())
+    }
+
+    /// Builds the template, unless it is already up to date. Needs the crates in cargo's
+    /// registry cache (`cargo fetch` of the library's lock file, done here too).
+    pub fn prepare(&self) -> Result<(), EngineError> {
+        if self.is_prepared() {
+            return Ok(());
+        }
+        let fetched = Command::new("cargo")
+            .args(["fetch", "--locked", "--manifest-path"])
+            .arg(self.source.join("Cargo.toml"))
+            .status()?;
+        if !fetched.success() {
+            return Err(EngineError::Evcxr("cargo fetch of the runtime library failed".into()));
+        }
+        let template = self.template();
+        if template.exists() {
+            std::fs::remove_dir_all(&template)?;
+        }
+        std::fs::create_dir_all(&template)?;
+        let discard: EventSink = std::sync::Arc::new(|_| {});
+        let engine = Engine::start_in(self, discard, Some(&template))?;
+        drop(engine);
+        std::fs::write(self.stamp_path(), self.fingerprint())?;
+        Ok(())
+    }
+
+    /// Gives a new kernel's cell directory the prepared build, so its first cell compiles only
+    /// the cell. Without a prepared template the kernel still works, only slower. While
+    /// preparing, the cell directory is the template: it only gets the library's lock file,
+    /// so every kernel uses the pinned tokio.
+    pub(crate) fn seed_cell_dir(&self, cell_dir: &Path, preparing: bool) -> Result<(), EngineError> {
+        if preparing {
+            std::fs::copy(self.source.join("Cargo.lock"), cell_dir.join("Cargo.lock"))?;
+            return Ok(());
+        }
+        let template = self.template();
+        if !self.is_prepared() {
+            eprintln!("rust-async: {}", EngineError::RuntimeNotPrepared(self.prepared.clone()));
+            return Ok(());
+        }
+        std::fs::create_dir_all(cell_dir.join("target"))?;
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(template.join("target/."))
+            .arg(cell_dir.join("target"))
+            .status()?;
+        std::fs::copy(template.join("Cargo.lock"), cell_dir.join("Cargo.lock"))?;
+        if !copied.success() {
+            return Err(EngineError::Evcxr("could not copy the prepared runtime library".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! How a cell runs: the shared runtime, cell identities, output tagging, the panic hook.
+
+use crate::protocol;
+use std::cell::Cell;
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+
+static SHARED_RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+/// Number of the cell that ran last (cells are numbered from 1 as they start running).
+static LAST_CELL: AtomicU64 = AtomicU64::new(0);
+/// The cell whose identity the output stream currently carries (last `output-of` record).
+static ANNOUNCED_CELL: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The cell the code running on this thread belongs to; 0 when unknown.
+    static CURRENT_CELL: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The thread evcxr runs cells on. It is the thread of the first `Runtime::new()` in the
+/// process: evcxr's async wrapper creates the runtime there before any user code runs.
+/// (Thread names cannot tell: to this library's copy of std, evcxr's main thread is unnamed.)
+static CELL_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
+
+pub(crate) fn on_cell_thread() -> bool {
+    *CELL_THREAD.get_or_init(|| std::thread::current().id()) == std::thread::current().id()
+}
+
+/// The kernel's one runtime, created on first use together with the process-wide hooks.
+pub(crate) fn shared_runtime() -> &'static tokio::runtime::Runtime {
+    SHARED_RUNTIME.get_or_init(|| {
+        install_panic_hook();
+        exit_without_teardown();
+        crate::interrupt::install();
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("rust-async-worker")
+            .build()
+            .expect("the kernel could not start its tokio runtime")
+    })
+}
+
+/// Writes one control record as a single write to stdout (one datagram: never torn apart).
+pub(crate) fn write_record(kind: &str, payload: &str) {
+    flush_std_streams();
+    let record = format!("{}{kind} {payload}\n", protocol::MARKER);
+    // SAFETY: writing a byte buffer we own to file descriptor 1.
+    unsafe {
+        libc::write(1, record.as_ptr().cast(), record.len());
+    }
+}
+
+fn flush_std_streams() {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+}
+
+/// Makes sure the output that follows is credited to `cell`.
+fn announce(cell: u64) {
+    if cell != 0 && ANNOUNCED_CELL.swap(cell, Ordering::AcqRel) != cell {
+        write_record(protocol::OUTPUT_OF, &cell.to_string());
+    }
+}
+
+/// Runs one cell's implicit async block on the shared runtime.
+#[track_caller]
+pub(crate) fn run_cell<F: Future>(future: F) -> F::Output {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        panic!(
+            "Cannot start a runtime from within a runtime.\n\
+             hint: every cell already runs inside the kernel's tokio runtime, like a body of \
+             `#[tokio::main]`. Use `.await` directly instead of `block_on`, or start a separate \
+             runtime on its own thread: `std::thread::spawn(|| Runtime::new().unwrap().block_on(..))`."
+        );
+    }
+    let runtime = shared_runtime();
+    let cell = LAST_CELL.fetch_add(1, Ordering::AcqRel) + 1;
+    crate::interrupt::clear();
+    write_record(protocol::CELL_START, &cell.to_string());
+    ANNOUNCED_CELL.store(cell, Ordering::Release);
+    let _end = CellEnd;
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            biased;
+            output = Tagged { cell, future } => Some(output),
+            () = crate::interrupt::requested() => None,
+        }
+    });
+    match outcome {
+        Some(output) => output,
+        None => {
+            // The cell's future has been dropped: its destructors ran, as asyncio's
+            // CancelledError would unwind a coroutine. evcxr's catch_unwind ends the cell,
+            // keeping the variables the cell did not create.
+            write_record(protocol::INTERRUPTED, "");
+            std::panic::resume_unwind(Box::new(Interrupted));
+        }
+    }
+}
+
+/// The payload of the unwinding that ends an interrupted cell.
+struct Interrupted;
+
+/// Flushes what the cell printed without a newline, on every way out of the cell.
+struct CellEnd;
+
+impl Drop for CellEnd {
+    fn drop(&mut self) {
+        flush_std_streams();
+        crate::interrupt::clear();
+    }
+}
+
+/// A future that runs with the identity of the cell that created it.
+pub(crate) struct Tagged<F> {
+    cell: u64,
+    future: F,
+}
+
+impl<F: Future> Future for Tagged<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `future` is structurally pinned: it is never moved out of the pinned `Tagged`.
+        let this = unsafe { self.get_unchecked_mut() };
+        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        with_cell(this.cell, || future.poll(context))
+    }
+}
+
+fn with_cell<R>(cell: u64, body: impl FnOnce() -> R) -> R {
+    let previous = CURRENT_CELL.with(|current| current.replace(cell));
+    announce(cell);
+    let result = body();
+    CURRENT_CELL.with(|current| current.set(previous));
+    result
+}
+
+fn current_cell() -> u64 {
+    match CURRENT_CELL.with(Cell::get) {
+        0 => LAST_CELL.load(Ordering::Acquire),
+        cell => cell,
+    }
+}
+
+pub(crate) fn tagged<F: Future>(future: F) -> Tagged<F> {
+    Tagged { cell: current_cell(), future }
+}
+
+pub(crate) fn tagged_fn<R>(function: impl FnOnce() -> R) -> impl FnOnce() -> R {
+    let cell = current_cell();
+    move || with_cell(cell, function)
+}
+
+/// A panic in the cell's own code becomes a `panic` record (the kernel turns it into the
+/// cell's error); a panic in a task is a short line on stderr, since tokio hands it to whoever
+/// awaits the task as a `JoinError`. Neither prints a backtrace of kernel internals.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = if let Some(text) = info.payload().downcast_ref::<&str>() {
+            (*text).to_owned()
+        } else if let Some(text) = info.payload().downcast_ref::<String>() {
+            text.clone()
+        } else {
+            "Box<dyn Any>".to_owned()
+        };
+        if on_cell_thread() {
+            let (file, line, column) = info
+                .location()
+                .map(|location| (location.file(), location.line(), location.column()))
+                .unwrap_or(("", 0, 0));
+            let json = format!(
+                "{{\"message\":{},\"file\":{},\"line\":{line},\"column\":{column}}}",
+                crate::display::json_string(&message),
+                crate::display::json_string(file),
+            );
+            write_record(protocol::PANIC, &json);
+        } else {
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("unnamed thread");
+            eprintln!("a task panicked ({name}): {message}");
+        }
+    }));
+}
+
+extern "C" {
+    /// glibc's `on_exit`: like `atexit`, but the handler learns the exit status.
+    fn on_exit(handler: extern "C" fn(libc::c_int, *mut libc::c_void), argument: *mut libc::c_void) -> libc::c_int;
+}
+
+/// `std::process::exit` in a cell would tear the process down while tokio's workers and the
+/// cells' libraries are still live, and crash on the way out. The user asked to exit: flush
+/// and leave at once with their status, which the kernel then reports.
+fn exit_without_teardown() {
+    extern "C" fn leave(status: libc::c_int, _: *mut libc::c_void) {
+        flush_std_streams();
+        // SAFETY: _exit ends the process immediately; nothing runs after it.
+        unsafe { libc::_exit(status) };
+    }
+    // SAFETY: registering a handler with no captured state.
+    unsafe { on_exit(leave, std::ptr::null_mut()) };
+}

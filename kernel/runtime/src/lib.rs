@@ -1,0 +1,139 @@
+//! The runtime library every notebook cell links against: the kernel's one tokio.
+//!
+//! Cells know this crate as `tokio` (through a one-line re-exporting shim) and as `rust_async`.
+//! Key design choice: it is a `dylib`, loaded once into the user-code process, so every cell
+//! shares one copy of tokio — one runtime, one reactor, one set of thread-locals — and a task,
+//! channel or `JoinHandle` made in one cell keeps working in the next.
+//!
+//! Everything of tokio is re-exported unchanged except a deliberately small shadowed surface:
+//! - `runtime::Runtime`: evcxr wraps each cell in `tokio::runtime::Runtime::new().block_on(..)`;
+//!   on the cell thread our `Runtime` is the kernel's shared runtime, and its `block_on` makes
+//!   the cell interruptible and tags its output. On any other thread it is a real, fresh tokio
+//!   runtime, as students expect when they write `Runtime::new()` in a program-like example.
+//! - `spawn`, `task::spawn`, `task::spawn_blocking`: the task inherits the identity of the cell
+//!   that spawned it, so what it prints later is shown under that cell (like ipykernel's
+//!   ContextVar).
+//!
+//! Additions live in [`display`] (rich output, `clear_output`).
+
+pub use tokio::*;
+
+#[doc(hidden)]
+pub mod protocol;
+
+mod cell;
+pub mod display;
+mod interrupt;
+
+pub mod runtime {
+    //! tokio's `runtime` module, with [`Runtime`] shadowed (see the crate docs).
+    pub use tokio::runtime::*;
+
+    use std::future::Future;
+
+    /// On the cell thread: the kernel's shared runtime. Elsewhere: a real tokio runtime.
+    pub struct Runtime(Flavour);
+
+    enum Flavour {
+        Shared,
+        Own(tokio::runtime::Runtime),
+    }
+
+    impl Runtime {
+        /// On the cell thread, a handle on the kernel's one runtime; on any other thread, a new
+        /// multi-threaded tokio runtime (what `tokio::runtime::Runtime::new()` always gives).
+        pub fn new() -> std::io::Result<Runtime> {
+            if crate::cell::on_cell_thread() {
+                crate::cell::shared_runtime();
+                Ok(Runtime(Flavour::Shared))
+            } else {
+                tokio::runtime::Runtime::new().map(|runtime| Runtime(Flavour::Own(runtime)))
+            }
+        }
+
+        /// Runs `future` to completion. For the shared runtime this is how a cell runs: the
+        /// future is cancelled (dropped) at its current await point if the kernel is interrupted.
+        #[track_caller]
+        pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+            match &self.0 {
+                Flavour::Shared => crate::cell::run_cell(future),
+                Flavour::Own(runtime) => runtime.block_on(future),
+            }
+        }
+
+        pub fn handle(&self) -> &Handle {
+            match &self.0 {
+                Flavour::Shared => crate::cell::shared_runtime().handle(),
+                Flavour::Own(runtime) => runtime.handle(),
+            }
+        }
+
+        pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+        where
+            F: Future + Send + 'static,
+            F::Output: Send + 'static,
+        {
+            self.handle().spawn(crate::cell::tagged(future))
+        }
+
+        pub fn spawn_blocking<F, R>(&self, function: F) -> tokio::task::JoinHandle<R>
+        where
+            F: FnOnce() -> R + Send + 'static,
+            R: Send + 'static,
+        {
+            self.handle().spawn_blocking(crate::cell::tagged_fn(function))
+        }
+
+        pub fn enter(&self) -> EnterGuard<'_> {
+            self.handle().enter()
+        }
+
+        /// Shuts a runtime of your own down without waiting; the kernel's shared runtime
+        /// cannot be shut down from a cell and is left running.
+        pub fn shutdown_background(self) {
+            if let Flavour::Own(runtime) = self.0 {
+                runtime.shutdown_background();
+            }
+        }
+
+        pub fn shutdown_timeout(self, duration: std::time::Duration) {
+            if let Flavour::Own(runtime) = self.0 {
+                runtime.shutdown_timeout(duration);
+            }
+        }
+    }
+}
+
+pub mod task {
+    //! tokio's `task` module, with `spawn` and `spawn_blocking` tagging the task with its cell.
+    pub use tokio::task::*;
+
+    /// `tokio::task::spawn`, remembering which cell spawned the task.
+    #[track_caller]
+    pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        tokio::task::spawn(crate::cell::tagged(future))
+    }
+
+    /// `tokio::task::spawn_blocking`, remembering which cell started the work.
+    #[track_caller]
+    pub fn spawn_blocking<F, R>(function: F) -> JoinHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        tokio::task::spawn_blocking(crate::cell::tagged_fn(function))
+    }
+}
+
+pub use task::spawn;
+
+/// Called by the kernel's `eprintln!` wrapper just before a `?` in a cell turns an error into
+/// the cell's failure, so the error can be reported under its own type name.
+#[doc(hidden)]
+pub fn __report_error_type<T: ?Sized>(_error: &T) {
+    cell::write_record(protocol::ERROR_TYPE, std::any::type_name::<T>());
+}

@@ -1,0 +1,26 @@
+// The control records the runtime library writes into the user process's stdout, between the
+// user's own output. This one file is the single source of these names: the runtime library
+// declares it as a module, the engine `include!`s it, so the two sides cannot drift apart.
+//
+// A record is one write of `MARKER kind [payload]\n`. Stdout of the user process is a datagram
+// socket (see the engine's `user_process` module), so one write is one datagram and a record is
+// never torn apart or mixed with another thread's output.
+
+/// Starts every control record. ASCII "record separator" makes it unlikely in real output.
+pub const MARKER: &str = "\u{1e}rust-async:";
+
+/// `cell-start N`: the implicit async block of cell N starts running.
+pub const CELL_START: &str = "cell-start";
+/// `output-of N`: the output that follows was written by code belonging to cell N
+/// (the cell itself or a task it spawned).
+pub const OUTPUT_OF: &str = "output-of";
+/// `panic {json}`: the cell's own code panicked: message and location in the generated source.
+pub const PANIC: &str = "panic";
+/// `interrupted`: the cell was cancelled at an await point by an interrupt.
+pub const INTERRUPTED: &str = "interrupted";
+/// `error-type NAME`: the error a `?` is about to return from the cell has this type.
+pub const ERROR_TYPE: &str = "error-type";
+/// `display {json}`: rich output (a Jupyter mime bundle) for the current cell.
+pub const DISPLAY: &str = "display";
+/// `clear-output true|false`: clear the current cell's output (`true`: when new output arrives).
+pub const CLEAR_OUTPUT: &str = "clear-output";

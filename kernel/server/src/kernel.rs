@@ -1,0 +1,465 @@
+//! The kernel's dispatch: the five Jupyter sockets, busy/idle around every request, the
+//! execution count, and one handler per message type.
+//!
+//! Tasks: `iopub` (the only writer of the PUB socket, fed by a channel), `heartbeat` (echo),
+//! `control` (never queued behind an execute: kernel_info, interrupt, shutdown), `stdin`
+//! (input requests), and the shell loop, which handles requests one at a time and, between
+//! them, publishes output that tasks of earlier cells print while the kernel is idle.
+
+use crate::engine_thread::{self, EngineHandle, FromEngine, Job};
+use crate::history::{self, History};
+use anyhow::Context as _;
+use bytes::Bytes;
+use rust_async_engine::is_complete::{is_complete, Completeness};
+use rust_async_engine::{CellError, CellOutcome, EngineEvent, InputReader, Interrupter, Output, StreamName};
+use rust_async_wire::jupyter_protocol::{Channel, JupyterMessageContent};
+use rust_async_wire::{content, decode, encode, Message, Signer};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
+
+type Iopub = mpsc::UnboundedSender<Message>;
+
+struct Shared {
+    signer: Signer,
+    session: String,
+    iopub: Iopub,
+}
+
+impl Shared {
+    fn publish(&self, parent: Option<&Message>, msg_type: &str, body: Value) {
+        let _ = self.iopub.send(Message::broadcast(parent, content::raw(msg_type, body), &self.session));
+    }
+
+    fn status(&self, parent: &Message, state: &str) {
+        self.publish(Some(parent), "status", json!({ "execution_state": state }));
+    }
+}
+
+pub async fn run(connection_file: &str) -> anyhow::Result<()> {
+    let info = rust_async_wire::read_connection_file(connection_file)?;
+    let signer = Signer::from_connection_info(&info)?;
+    let bind = |channel| rust_async_wire::endpoint(&info, channel);
+
+    let mut iopub_socket = zeromq::PubSocket::new();
+    iopub_socket.bind(&bind(Channel::IOPub)).await.context("binding iopub")?;
+    let mut shell = zeromq::RouterSocket::new();
+    shell.bind(&bind(Channel::Shell)).await.context("binding shell")?;
+    let mut control = zeromq::RouterSocket::new();
+    control.bind(&bind(Channel::Control)).await.context("binding control")?;
+    let mut stdin = zeromq::RouterSocket::new();
+    stdin.bind(&bind(Channel::Stdin)).await.context("binding stdin")?;
+    let mut heartbeat = zeromq::RepSocket::new();
+    heartbeat.bind(&bind(Channel::Heartbeat)).await.context("binding heartbeat")?;
+
+    let (iopub, iopub_queue) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared { signer: signer.clone(), session: uuid::Uuid::new_v4().to_string(), iopub });
+    tokio::spawn(publish_iopub(iopub_socket, iopub_queue, signer.clone()));
+    tokio::spawn(async move {
+        while let Ok(ping) = heartbeat.recv().await {
+            if heartbeat.send(ping).await.is_err() {
+                break;
+            }
+        }
+    });
+    shared.publish(None, "status", json!({ "execution_state": "starting" }));
+
+    let (engine_events, engine_output) = mpsc::unbounded_channel();
+    let engine = engine_thread::spawn(engine_events);
+    let (input_requests, input_queue) = mpsc::unbounded_channel();
+    tokio::spawn(serve_stdin(stdin, input_queue, Arc::clone(&shared)));
+
+    let interrupter = Arc::new(Mutex::new(None::<Interrupter>));
+    let (shutdown_sender, mut shutdown) = mpsc::unbounded_channel::<bool>();
+    tokio::spawn(serve_control(control, Arc::clone(&shared), Arc::clone(&interrupter), shutdown_sender));
+
+    let mut shell_loop = ShellLoop {
+        shared: Arc::clone(&shared),
+        engine,
+        engine_output,
+        input_requests,
+        execution_count: 0,
+        history: History::new(),
+        parents_by_cell: HashMap::new(),
+        last_parent: None,
+        interrupter,
+    };
+    tokio::select! {
+        () = shell_loop.serve(&mut shell) => {}
+        _ = shutdown.recv() => {}
+    }
+    // Give iopub a moment to deliver the shutdown's idle status before the process exits.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+async fn publish_iopub(mut socket: zeromq::PubSocket, mut queue: mpsc::UnboundedReceiver<Message>, signer: Signer) {
+    while let Some(message) = queue.recv().await {
+        if let Some(frames) = to_zmq(&message, &signer) {
+            let _ = socket.send(frames).await;
+        }
+    }
+}
+
+fn to_zmq(message: &Message, signer: &Signer) -> Option<ZmqMessage> {
+    let frames: Vec<Bytes> = encode(message, signer).ok()?;
+    ZmqMessage::try_from(frames).ok()
+}
+
+/// Decodes a request; a bad signature or malformed message is logged and dropped, never acted on.
+fn from_zmq(frames: ZmqMessage, signer: &Signer, channel: &str) -> Option<Message> {
+    match decode(frames.into_vec(), signer) {
+        Ok(message) => Some(message),
+        Err(error) => {
+            eprintln!("rust-async: ignored a message on {channel}: {error}");
+            None
+        }
+    }
+}
+
+async fn reply(socket: &mut zeromq::RouterSocket, shared: &Shared, parent: &Message, msg_type: &str, body: Value) {
+    let message = Message::reply_to(parent, content::raw(msg_type, body), &shared.session);
+    if let Some(frames) = to_zmq(&message, &shared.signer) {
+        let _ = socket.send(frames).await;
+    }
+}
+
+fn kernel_info() -> Value {
+    let rustc = std::process::Command::new("rustc").arg("--version").output().ok();
+    let version = rustc
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .and_then(|text| text.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into());
+    json!({
+        "status": "ok",
+        "protocol_version": rust_async_wire::PROTOCOL_VERSION,
+        "implementation": "rust-async",
+        "implementation_version": env!("CARGO_PKG_VERSION"),
+        "language_info": {
+            "name": "rust",
+            "version": version,
+            "mimetype": "text/x-rustsrc",
+            "file_extension": ".rs",
+            "pygments_lexer": "rust",
+            "codemirror_mode": "rust",
+        },
+        "banner": "rust-async: Rust in notebooks, every cell inside one shared tokio runtime",
+        "help_links": [
+            { "text": "Asynchronous Programming in Rust (the Async Book)", "url": "https://rust-lang.github.io/async-book/" },
+            { "text": "Tokio tutorial", "url": "https://tokio.rs/tokio/tutorial" },
+            { "text": "tokio API docs", "url": "https://docs.rs/tokio/latest/tokio/" },
+        ],
+        "debugger": false,
+    })
+}
+
+async fn serve_control(
+    mut socket: zeromq::RouterSocket,
+    shared: Arc<Shared>,
+    interrupter: Arc<Mutex<Option<Interrupter>>>,
+    shutdown: mpsc::UnboundedSender<bool>,
+) {
+    while let Ok(frames) = socket.recv().await {
+        let Some(request) = from_zmq(frames, &shared.signer, "control") else { continue };
+        shared.status(&request, "busy");
+        match &request.content {
+            JupyterMessageContent::KernelInfoRequest(_) => {
+                reply(&mut socket, &shared, &request, "kernel_info_reply", kernel_info()).await;
+            }
+            JupyterMessageContent::InterruptRequest(_) => {
+                if let Some(interrupter) = interrupter.lock().await.as_ref() {
+                    interrupter.interrupt();
+                }
+                reply(&mut socket, &shared, &request, "interrupt_reply", json!({ "status": "ok" })).await;
+            }
+            JupyterMessageContent::ShutdownRequest(shutdown_request) => {
+                let restart = shutdown_request.restart;
+                reply(&mut socket, &shared, &request, "shutdown_reply", json!({ "status": "ok", "restart": restart })).await;
+                shared.status(&request, "idle");
+                let _ = shutdown.send(restart);
+                continue;
+            }
+            other => {
+                let msg_type = other.message_type().to_owned();
+                let reply_type = content::reply_type_for(&msg_type);
+                reply(&mut socket, &shared, &request, &reply_type, json!({ "status": "error", "ename": "UnsupportedRequest", "evalue": format!("{msg_type} is not supported"), "traceback": [] })).await;
+            }
+        }
+        shared.status(&request, "idle");
+    }
+}
+
+struct InputRequest {
+    parent: Message,
+    prompt: String,
+    answer: oneshot::Sender<Option<String>>,
+}
+
+async fn serve_stdin(mut socket: zeromq::RouterSocket, mut requests: mpsc::UnboundedReceiver<InputRequest>, shared: Arc<Shared>) {
+    while let Some(request) = requests.recv().await {
+        reply(&mut socket, &shared, &request.parent, "input_request", json!({ "prompt": request.prompt, "password": false })).await;
+        let value = loop {
+            let Ok(frames) = socket.recv().await else { return };
+            let Some(message) = from_zmq(frames, &shared.signer, "stdin") else { continue };
+            if let JupyterMessageContent::InputReply(input_reply) = &message.content {
+                break Some(input_reply.value.clone());
+            }
+        };
+        let _ = request.answer.send(value);
+    }
+}
+
+struct ShellLoop {
+    shared: Arc<Shared>,
+    engine: EngineHandle,
+    engine_output: mpsc::UnboundedReceiver<FromEngine>,
+    input_requests: mpsc::UnboundedSender<InputRequest>,
+    execution_count: usize,
+    history: History,
+    /// Which execute_request each cell number ran for, so late output finds its cell.
+    parents_by_cell: HashMap<u64, Message>,
+    last_parent: Option<Message>,
+    interrupter: Arc<Mutex<Option<Interrupter>>>,
+}
+
+enum Handled {
+    Ok,
+    /// An execution failed with `stop_on_error`: executes queued before it failed are aborted.
+    FailedStopOnError { failed_at: chrono::DateTime<chrono::Utc> },
+}
+
+impl ShellLoop {
+    async fn serve(&mut self, shell: &mut zeromq::RouterSocket) {
+        let mut queued: std::collections::VecDeque<Message> = Default::default();
+        loop {
+            let request = if let Some(request) = queued.pop_front() {
+                request
+            } else {
+                tokio::select! {
+                    frames = shell.recv() => {
+                        let Ok(frames) = frames else { return };
+                        let Some(request) = from_zmq(frames, &self.shared.signer, "shell") else { continue };
+                        request
+                    }
+                    Some(event) = self.engine_output.recv() => {
+                        self.idle_output(event);
+                        continue;
+                    }
+                }
+            };
+            self.shared.status(&request, "busy");
+            let handled = self.handle(shell, &request).await;
+            self.shared.status(&request, "idle");
+            if let Handled::FailedStopOnError { failed_at } = handled {
+                // Abort the executions queued behind the failed cell: those sent before it
+                // failed. Requests sent after the failure was known are run as usual.
+                while let Ok(Ok(frames)) = tokio::time::timeout(Duration::from_millis(50), shell.recv()).await {
+                    let Some(next) = from_zmq(frames, &self.shared.signer, "shell") else { continue };
+                    let sent_before_failure = next.header.date <= failed_at;
+                    if sent_before_failure && matches!(next.content, JupyterMessageContent::ExecuteRequest(_)) {
+                        self.shared.status(&next, "busy");
+                        reply(shell, &self.shared, &next, "execute_reply", json!({ "status": "aborted" })).await;
+                        self.shared.status(&next, "idle");
+                    } else {
+                        queued.push_back(next);
+                    }
+                }
+            }
+        }
+    }
+
+    fn idle_output(&mut self, event: FromEngine) {
+        if let FromEngine::Event(event) = event {
+            self.publish_event(event);
+        }
+    }
+
+    fn publish_event(&mut self, event: EngineEvent) {
+        match event {
+            EngineEvent::CellStarted(cell) => {
+                if let Some(parent) = &self.last_parent {
+                    self.parents_by_cell.insert(cell, parent.clone());
+                }
+            }
+            EngineEvent::Output { cell, output } => {
+                let parent = cell.and_then(|cell| self.parents_by_cell.get(&cell)).or(self.last_parent.as_ref());
+                let (msg_type, body) = match output {
+                    Output::Stream { name, text } => {
+                        let name = if name == StreamName::Stderr { "stderr" } else { "stdout" };
+                        ("stream", json!({ "name": name, "text": text }))
+                    }
+                    Output::Display { data } => ("display_data", json!({ "data": data, "metadata": {}, "transient": {} })),
+                    Output::ClearOutput { wait } => ("clear_output", json!({ "wait": wait })),
+                };
+                self.shared.publish(parent, msg_type, body);
+            }
+        }
+    }
+
+    async fn handle(&mut self, shell: &mut zeromq::RouterSocket, request: &Message) -> Handled {
+        let shared = Arc::clone(&self.shared);
+        match &request.content {
+            JupyterMessageContent::ExecuteRequest(execute) => {
+                let execute = execute.clone();
+                return self.execute(shell, request, execute).await;
+            }
+            JupyterMessageContent::KernelInfoRequest(_) => {
+                reply(shell, &shared, request, "kernel_info_reply", kernel_info()).await;
+            }
+            JupyterMessageContent::CompleteRequest(complete) => {
+                let (answer, completions) = oneshot::channel();
+                self.engine.send(Job::Complete { code: complete.code.clone(), cursor: complete.cursor_pos, reply: answer });
+                let found = completions.await.ok();
+                let (matches, start, end) = found
+                    .map(|found| (found.matches, found.cursor_start, found.cursor_end))
+                    .unwrap_or((vec![], complete.cursor_pos, complete.cursor_pos));
+                reply(shell, &shared, request, "complete_reply", json!({ "status": "ok", "matches": matches, "cursor_start": start, "cursor_end": end, "metadata": {} })).await;
+            }
+            JupyterMessageContent::InspectRequest(inspect) => {
+                let (answer, documentation) = oneshot::channel();
+                self.engine.send(Job::Inspect { code: inspect.code.clone(), cursor: inspect.cursor_pos, reply: answer });
+                let body = match documentation.await.ok().flatten() {
+                    Some((text, markdown)) => json!({ "status": "ok", "found": true, "data": { "text/plain": text, "text/markdown": markdown }, "metadata": {} }),
+                    None => json!({ "status": "ok", "found": false, "data": {}, "metadata": {} }),
+                };
+                reply(shell, &shared, request, "inspect_reply", body).await;
+            }
+            JupyterMessageContent::IsCompleteRequest(question) => {
+                let body = match is_complete(&question.code) {
+                    Completeness::Complete => json!({ "status": "complete" }),
+                    Completeness::Incomplete { indent } => json!({ "status": "incomplete", "indent": indent }),
+                    Completeness::Invalid => json!({ "status": "invalid" }),
+                };
+                reply(shell, &shared, request, "is_complete_reply", body).await;
+            }
+            JupyterMessageContent::HistoryRequest(history_request) => {
+                use rust_async_wire::jupyter_protocol::HistoryRequest;
+                let entries = match history_request {
+                    HistoryRequest::Tail { n, .. } => self.history.tail((*n).max(0) as usize),
+                    HistoryRequest::Range { start, stop, .. } => self.history.range(*start, *stop),
+                    HistoryRequest::Search { pattern, unique, n, .. } => self.history.search(pattern, (*n).max(0) as usize, *unique),
+                };
+                let history: Vec<Value> = entries.into_iter().map(|(count, code)| json!([history::SESSION, count, code])).collect();
+                reply(shell, &shared, request, "history_reply", json!({ "status": "ok", "history": history })).await;
+            }
+            JupyterMessageContent::CommInfoRequest(_) => {
+                reply(shell, &shared, request, "comm_info_reply", json!({ "status": "ok", "comms": {} })).await;
+            }
+            JupyterMessageContent::CommOpen(open) => {
+                // No comm targets exist: close it at once, as the protocol asks.
+                shared.publish(Some(request), "comm_close", json!({ "comm_id": open.comm_id, "data": {} }));
+            }
+            JupyterMessageContent::CommMsg(_) | JupyterMessageContent::CommClose(_) => {}
+            JupyterMessageContent::ShutdownRequest(shutdown) => {
+                reply(shell, &shared, request, "shutdown_reply", json!({ "status": "ok", "restart": shutdown.restart })).await;
+                shared.status(request, "idle");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                std::process::exit(0);
+            }
+            other => {
+                let msg_type = other.message_type().to_owned();
+                eprintln!("rust-async: unsupported request {msg_type}");
+                if msg_type.ends_with("_request") {
+                    let reply_type = content::reply_type_for(&msg_type);
+                    reply(shell, &shared, request, &reply_type, json!({ "status": "error", "ename": "UnsupportedRequest", "evalue": format!("{msg_type} is not supported"), "traceback": [] })).await;
+                }
+            }
+        }
+        Handled::Ok
+    }
+
+    async fn execute(
+        &mut self,
+        shell: &mut zeromq::RouterSocket,
+        request: &Message,
+        execute: rust_async_wire::jupyter_protocol::ExecuteRequest,
+    ) -> Handled {
+        let shared = Arc::clone(&self.shared);
+        let counts = !execute.silent && execute.store_history;
+        if counts {
+            self.execution_count += 1;
+            self.history.record(self.execution_count, &execute.code);
+        }
+        let count = self.execution_count.max(1);
+        if !execute.silent {
+            shared.publish(Some(request), "execute_input", json!({ "code": execute.code, "execution_count": count }));
+        }
+        self.last_parent = Some(request.clone());
+        if self.interrupter.lock().await.is_none() {
+            // First execution: the engine is up once it hands out its interrupter.
+        }
+        let outcome = self.run_cell(request, &execute.code, execute.allow_stdin).await;
+        if self.interrupter.lock().await.is_none() {
+            if let Ok(interrupter) = self.engine.interrupter.try_recv() {
+                *self.interrupter.lock().await = Some(interrupter);
+            }
+        }
+        match outcome {
+            CellOutcome::Success { result } => {
+                if let (Some(data), false) = (result, execute.silent) {
+                    if data.contains_key("text/plain") {
+                        shared.publish(Some(request), "execute_result", json!({ "execution_count": count, "data": data, "metadata": {} }));
+                    } else {
+                        shared.publish(Some(request), "display_data", json!({ "data": data, "metadata": {}, "transient": {} }));
+                    }
+                }
+                let mut user_expressions = serde_json::Map::new();
+                for (name, expression) in execute.user_expressions.clone().unwrap_or_default() {
+                    user_expressions.insert(name, self.evaluate_expression(request, &expression).await);
+                }
+                reply(shell, &shared, request, "execute_reply", json!({ "status": "ok", "execution_count": count, "user_expressions": user_expressions, "payload": [] })).await;
+                Handled::Ok
+            }
+            CellOutcome::Failure(error) => {
+                let failed_at = chrono::Utc::now();
+                shared.publish(Some(request), "error", json!({ "ename": error.name, "evalue": error.message, "traceback": error.traceback }));
+                reply(shell, &shared, request, "execute_reply", json!({ "status": "error", "execution_count": count, "ename": error.name, "evalue": error.message, "traceback": error.traceback, "user_expressions": {}, "payload": [] })).await;
+                if execute.stop_on_error { Handled::FailedStopOnError { failed_at } } else { Handled::Ok }
+            }
+        }
+    }
+
+    /// Runs `code` in the engine and publishes its outputs as they come, until it finishes.
+    async fn run_cell(&mut self, request: &Message, code: &str, allow_stdin: bool) -> CellOutcome {
+        let input: InputReader = if allow_stdin {
+            let requests = self.input_requests.clone();
+            let parent = request.clone();
+            Arc::new(move |prompt: &str| {
+                let (answer, value) = oneshot::channel();
+                requests.send(InputRequest { parent: parent.clone(), prompt: prompt.to_owned(), answer }).ok()?;
+                value.blocking_recv().ok().flatten()
+            })
+        } else {
+            Arc::new(|_: &str| None)
+        };
+        if !self.engine.send(Job::Execute { code: code.to_owned(), input }) {
+            return CellOutcome::Failure(engine_gone("the engine thread has stopped"));
+        }
+        while let Some(event) = self.engine_output.recv().await {
+            match event {
+                FromEngine::Event(event) => self.publish_event(event),
+                FromEngine::Finished(outcome) => return outcome,
+                FromEngine::StartFailed(message) => return CellOutcome::Failure(engine_gone(&message)),
+            }
+        }
+        CellOutcome::Failure(engine_gone("the engine thread has stopped"))
+    }
+
+    async fn evaluate_expression(&mut self, request: &Message, expression: &str) -> Value {
+        match self.run_cell(request, expression, false).await {
+            CellOutcome::Success { result } => json!({ "status": "ok", "data": result.unwrap_or_default(), "metadata": {} }),
+            CellOutcome::Failure(error) => json!({ "status": "error", "ename": error.name, "evalue": error.message, "traceback": error.traceback }),
+        }
+    }
+}
+
+fn engine_gone(message: &str) -> CellError {
+    CellError {
+        name: "KernelError".into(),
+        message: format!("The Rust engine is not available: {message}"),
+        traceback: vec![format!("\x1b[1;31mKernelError\x1b[0m: the Rust engine is not available: {message}")],
+    }
+}

@@ -1,0 +1,69 @@
+//! `rust-async-kernel`: a Jupyter kernel for learning async Rust.
+//!
+//! ```text
+//! rust-async-kernel --connection-file FILE      run the kernel (what kernel.json starts)
+//! rust-async-kernel install [...] / uninstall   manage the kernelspec (see install.rs)
+//! rust-async-kernel prepare-runtime             precompile the runtime library (set-up)
+//! ```
+//!
+//! The same executable is also evcxr's user-code process: evcxr re-executes it with an
+//! environment variable set, and `runtime_hook` then never returns.
+
+mod engine_thread;
+mod history;
+mod install;
+mod kernel;
+
+fn main() {
+    // In the user-code process: rewire its streams, then become evcxr's loop.
+    rust_async_engine::user_process::prepare();
+    evcxr::runtime_hook();
+
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("install") => install::install(&args[1..]),
+        Some("uninstall") => install::uninstall(&args[1..]),
+        Some("prepare-runtime") => prepare_runtime(),
+        Some("--connection-file") if args.len() >= 2 => run_kernel(&args[1]),
+        Some(path) if path.ends_with(".json") => run_kernel(path),
+        _ => {
+            eprintln!(
+                "usage: rust-async-kernel --connection-file FILE\n       \
+                 rust-async-kernel install [--user | --sys-prefix | --prefix DIR] [--name NAME] [--display-name TEXT]\n       \
+                 rust-async-kernel uninstall [--user | --sys-prefix | --prefix DIR] [--name NAME]\n       \
+                 rust-async-kernel prepare-runtime"
+            );
+            std::process::exit(2);
+        }
+    };
+    if let Err(error) = result {
+        eprintln!("rust-async-kernel: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_kernel(connection_file: &str) -> anyhow::Result<()> {
+    // SIGINT (Ctrl-C in a terminal, or a front end using signal interrupts) must not kill the
+    // kernel: interrupts arrive as control messages and only cancel the running cell.
+    // SAFETY: setting a signal disposition; no handler code runs.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(kernel::run(connection_file))?;
+    // Dropping the runtime would wait for socket tasks; the kernel is done.
+    std::process::exit(0);
+}
+
+fn prepare_runtime() -> anyhow::Result<()> {
+    let library = rust_async_engine::runtime_library::RuntimeLibrary::locate();
+    if library.is_prepared() {
+        println!("runtime library: up to date");
+        return Ok(());
+    }
+    println!("runtime library: precompiling tokio and the kernel's runtime (once)...");
+    library.prepare()?;
+    println!("runtime library: ready");
+    Ok(())
+}
