@@ -12,6 +12,7 @@
 //! only through its source path and the record names of its `protocol` module.
 
 pub mod diagnostics;
+mod future_values;
 pub mod is_complete;
 mod output;
 pub mod runtime_library;
@@ -204,14 +205,22 @@ impl Engine {
         let pid = self.process.lock().ok().map(|child| child.id() as i32);
         self.killed_by_interrupt.store(false, Ordering::SeqCst);
         self.output.begin_cell(input, pid);
-        let result = self.context.execute(code);
+        let mut result = self.context.execute(code);
+        let mut code = std::borrow::Cow::Borrowed(code);
+        // A future kept in a variable: box it and run the (unrun) cell again.
+        while let Err(evcxr::Error::Message(message)) = &result {
+            let Some((name, output)) = future_values::unpersistable_future(message) else { break };
+            let Some(rewritten) = future_values::box_future_binding(&code, &name, &output) else { break };
+            code = std::borrow::Cow::Owned(rewritten);
+            result = self.context.execute(&code);
+        }
         let ran = matches!(result, Ok(_) | Err(evcxr::Error::SubprocessTerminated(_)));
         let fate = self
             .output
             .finish_cell(if ran { Duration::from_secs(5) } else { Duration::ZERO });
         let source = self.context.last_source().unwrap_or_default();
         let killed_by_interrupt = self.killed_by_interrupt.swap(false, Ordering::SeqCst);
-        outcome(code, &source, result, fate, killed_by_interrupt)
+        outcome(&code, &source, result, fate, killed_by_interrupt)
     }
 
     /// Completions at `cursor` (a character offset), from evcxr's rust-analyzer.

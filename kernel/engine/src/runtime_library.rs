@@ -49,7 +49,7 @@ impl RuntimeLibrary {
     fn fingerprint(&self) -> String {
         let mut inputs = String::new();
         for file in ["Cargo.toml", "Cargo.lock", "src/lib.rs", "src/cell.rs", "src/display.rs",
-                     "src/interrupt.rs", "src/protocol.rs"] {
+                     "src/interrupt.rs", "src/pending.rs", "src/protocol.rs"] {
             inputs.push_str(&std::fs::read_to_string(self.source.join(file)).unwrap_or_default());
         }
         inputs.push_str(crate::PRELUDE);

@@ -14,7 +14,8 @@
 //!   that spawned it, so what it prints later is shown under that cell (like ipykernel's
 //!   ContextVar).
 //!
-//! Additions live in [`display`] (rich output, `clear_output`).
+//! Additions: [`display`] (rich output, `clear_output`) and [`Pending`] (a future kept in a
+//! variable across cells).
 
 pub use tokio::*;
 
@@ -24,6 +25,9 @@ pub mod protocol;
 mod cell;
 pub mod display;
 mod interrupt;
+mod pending;
+
+pub use pending::Pending;
 
 pub mod runtime {
     //! tokio's `runtime` module, with [`Runtime`] shadowed (see the crate docs).

@@ -1,0 +1,103 @@
+//! `let fut = do_something();` across cells. evcxr refuses to keep a variable whose type is an
+//! `impl Future`; the engine then rewrites that one `let` to box the future into
+//! `tokio::Pending<Output>` (a named type from the runtime library) and runs the cell again.
+//! Nothing of the future runs before a later cell awaits it.
+
+/// From evcxr's refusal, the variable and the future's output type.
+pub(crate) fn unpersistable_future(message: &str) -> Option<(String, String)> {
+    let rest = message.strip_prefix("The variable `")?;
+    let (name, rest) = rest.split_once("` has type `impl Future<Output = ")?;
+    let (output, _) = rest.split_once(">` which cannot be persisted")?;
+    Some((name.to_owned(), output.to_owned()))
+}
+
+/// Rewrites `let [mut] NAME = EXPR;` in `code` to keep the future as `tokio::Pending<OUTPUT>`.
+pub(crate) fn box_future_binding(code: &str, name: &str, output: &str) -> Option<String> {
+    let (start, after_equals, mutable) = find_let(code, name)?;
+    let end = statement_end(code, after_equals)?;
+    let expression = code[after_equals..end].trim();
+    let binding = if mutable { format!("mut {name}") } else { name.to_owned() };
+    Some(format!(
+        "{}let {binding}: ::tokio::Pending<{output}> = ::tokio::Pending::new({expression}){}",
+        &code[..start],
+        &code[end..]
+    ))
+}
+
+/// Finds `let [mut] NAME =` (no type annotation); returns (start, index after `=`, mut?).
+fn find_let(code: &str, name: &str) -> Option<(usize, usize, bool)> {
+    let mut search_from = 0;
+    while let Some(offset) = code[search_from..].find("let ") {
+        let start = search_from + offset;
+        search_from = start + 4;
+        if start > 0 && code[..start].chars().last().is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let mut rest = code[start + 4..].trim_start();
+        let mutable = rest.starts_with("mut ");
+        if mutable {
+            rest = rest[4..].trim_start();
+        }
+        let Some(after_name) = rest.strip_prefix(name) else { continue };
+        if after_name.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let after_name_trimmed = after_name.trim_start();
+        if after_name_trimmed.starts_with('=') && !after_name_trimmed.starts_with("==") {
+            let equals = code.len() - after_name_trimmed.len();
+            return Some((start, equals + 1, mutable));
+        }
+    }
+    None
+}
+
+/// The index of the `;` ending the statement that starts at `from` (brackets and strings skipped).
+fn statement_end(code: &str, from: usize) -> Option<usize> {
+    let mut depth = 0i32;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (offset, character) in code[from..].char_indices() {
+        if in_string {
+            match character {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match character {
+            '"' => in_string = true,
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            ';' if depth == 0 => return Some(from + offset),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_evcxr_refusal() {
+        let message = "The variable `result` has type `impl Future<Output = &'static str>` which cannot be persisted.\nYou might";
+        assert_eq!(
+            unpersistable_future(message),
+            Some(("result".into(), "&'static str".into()))
+        );
+    }
+
+    #[test]
+    fn boxes_only_the_future_binding() {
+        let code = "let x = 1;\nlet result = do_something(\"a;b\", (1, 2));\nprintln!(\"{x}\");";
+        let rewritten = box_future_binding(code, "result", "u8").unwrap();
+        assert_eq!(
+            rewritten,
+            "let x = 1;\nlet result: ::tokio::Pending<u8> = ::tokio::Pending::new(do_something(\"a;b\", (1, 2)));\nprintln!(\"{x}\");"
+        );
+        assert!(box_future_binding("let results = f();", "result", "u8").is_none());
+    }
+}
