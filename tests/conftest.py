@@ -1,0 +1,350 @@
+"""Shared fixtures and helpers for the end-to-end tests of the rust-async kernel.
+
+The tests drive the real kernel, installed by scripts/setup into .venv (kernelspec
+`rust-async`), through jupyter_client, exactly as Jupyter front ends do. Run them with
+`.venv/bin/python -m pytest tests/` (scripts/test does).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from jupyter_client import KernelManager
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_kernel_test.msgspec_v5 import schema_fragments, validate_message
+
+KERNEL_NAME = "rust-async"
+DISPLAY_NAME = "Rust (async)"
+# evcxr starts slowly (it builds and loads the first cell's crate): be generous.
+STARTUP_TIMEOUT = 120
+# The first cell of a kernel also builds what later cells reuse.
+FIRST_CELL_TIMEOUT = 180
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_JUPYTER_DATA = Path(sys.prefix) / "share" / "jupyter"
+
+# Make the kernelspec that scripts/setup installed into this environment win over any other
+# `rust-async` kernelspec (a per-user one from `rust-async-kernel install --user`, say): the
+# tests must exercise the binary and kernelspec of this checkout. Set before any
+# KernelSpecManager exists; child processes (nbconvert) inherit it.
+os.environ["JUPYTER_PATH"] = os.pathsep.join(
+    p for p in [str(VENV_JUPYTER_DATA), os.environ.get("JUPYTER_PATH", "")] if p
+)
+
+Msg = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# Kernel lifecycle
+
+
+def kernelspec_dir() -> Path:
+    return VENV_JUPYTER_DATA / "kernels" / KERNEL_NAME
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kernelspec_installed() -> None:
+    if not (kernelspec_dir() / "kernel.json").is_file():
+        pytest.fail(
+            f"no kernelspec at {kernelspec_dir()}: run scripts/setup first "
+            "(and run the tests with .venv/bin/python)",
+            pytrace=False,
+        )
+
+
+def start_kernel(**kwargs: Any) -> tuple[KernelManager, BlockingKernelClient]:
+    """A started rust-async kernel and a client whose channels are running and ready."""
+    km = KernelManager(kernel_name=KERNEL_NAME)
+    km.start_kernel(**kwargs)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=STARTUP_TIMEOUT)
+    except BaseException:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        raise
+    return km, kc
+
+
+def stop_kernel(km: KernelManager, kc: BlockingKernelClient) -> None:
+    kc.stop_channels()
+    if km.has_kernel:
+        try:
+            km.shutdown_kernel(now=not km.is_alive())
+        except Exception:  # already gone: make sure nothing is left behind
+            km.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Any:
+    """One kernel for all the tests of a module: (KernelManager, BlockingKernelClient).
+
+    A first cell has run on it, so that the tests' own cells compile at the usual speed.
+    """
+    km, kc = start_kernel()
+    try:
+        reply, msgs = run(kc, "let _warm_up = 0;", timeout=FIRST_CELL_TIMEOUT)
+        assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    except BaseException:
+        stop_kernel(km, kc)
+        raise
+    yield km, kc
+    stop_kernel(km, kc)
+
+
+@pytest.fixture
+def km(kernel: tuple[KernelManager, BlockingKernelClient]) -> KernelManager:
+    return kernel[0]
+
+
+@pytest.fixture
+def kc(kernel: tuple[KernelManager, BlockingKernelClient]) -> BlockingKernelClient:
+    """The module's kernel client, its channels drained of what earlier tests left."""
+    client = kernel[1]
+    flush(client)
+    return client
+
+
+@pytest.fixture
+def fresh_kernel() -> Any:
+    """A kernel of the test's own: (KernelManager, BlockingKernelClient)."""
+    km, kc = start_kernel()
+    yield km, kc
+    stop_kernel(km, kc)
+
+
+# --------------------------------------------------------------------------------------------
+# Messages
+
+
+def _get(getter: Callable[..., Msg], timeout: float) -> Msg | None:
+    try:
+        return getter(timeout=timeout)
+    except queue.Empty:
+        return None
+
+
+def flush(kc: BlockingKernelClient, settle: float = 0.1) -> None:
+    """Drops every message waiting on the iopub, shell and stdin channels."""
+    for getter in (kc.get_iopub_msg, kc.get_shell_msg, kc.get_stdin_msg):
+        while _get(getter, settle) is not None:
+            pass
+
+
+def drain(kc: BlockingKernelClient, seconds: float) -> list[Msg]:
+    """All iopub messages that arrive within `seconds` (validated)."""
+    deadline = time.monotonic() + seconds
+    msgs: list[Msg] = []
+    while (remaining := deadline - time.monotonic()) > 0:
+        msg = _get(kc.get_iopub_msg, min(remaining, 0.1))
+        if msg is not None:
+            check_msg(msg)
+            msgs.append(msg)
+    return msgs
+
+
+def parent_id(msg: Msg) -> str | None:
+    return (msg.get("parent_header") or {}).get("msg_id")
+
+
+def check_msg(msg: Msg) -> None:
+    """Validates a message against the v5 message spec (jupyter_kernel_test's schemas).
+
+    Replies with status `aborted` are not covered by those schemas; they are checked by the
+    tests that expect them.
+    """
+    msg_type = msg["header"]["msg_type"]
+    # input_request: that schema wants a number for `password`, the spec says boolean.
+    if msg_type not in schema_fragments or msg_type == "input_request":
+        return
+    if msg_type.endswith("_reply") and msg["content"].get("status") not in ("ok", "error"):
+        return
+    validate_message(msg, msg_type)
+
+
+def collect(
+    kc: BlockingKernelClient,
+    msg_id: str,
+    timeout: float = 60,
+    *,
+    stdin_hook: Callable[[Msg], None] | None = None,
+    arrivals: dict[str, float] | None = None,
+) -> tuple[Msg, list[Msg]]:
+    """Waits for the shell reply to request `msg_id` and for its iopub `idle` status.
+
+    Returns (reply, iopub messages of that request in arrival order, from `busy` to `idle`).
+    Messages belonging to other requests are dropped. `stdin_hook` is called with every
+    stdin-channel message of the request (input_request). `arrivals`, when given, receives
+    `time.monotonic()` at the arrival of each collected message, by the message's own msg_id.
+    Every collected message is validated against the message spec.
+    """
+    deadline = time.monotonic() + timeout
+    reply: Msg | None = None
+    idle = False
+    msgs: list[Msg] = []
+    while reply is None or not idle:
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"request {msg_id}: no {'reply' if reply is None else 'idle status'} "
+                f"within {timeout}s; iopub so far: {[summary(m) for m in msgs]}"
+            )
+        got_iopub = False
+        if not idle:
+            msg = _get(kc.get_iopub_msg, 0.02)
+            if msg is not None:
+                got_iopub = True
+                if parent_id(msg) == msg_id:
+                    if arrivals is not None:
+                        arrivals[msg["header"]["msg_id"]] = time.monotonic()
+                    check_msg(msg)
+                    msgs.append(msg)
+                    if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                        idle = True
+        if reply is None:
+            msg = _get(kc.get_shell_msg, 0 if got_iopub or not idle else 0.02)
+            if msg is not None and parent_id(msg) == msg_id:
+                if arrivals is not None:
+                    arrivals[msg["header"]["msg_id"]] = time.monotonic()
+                check_msg(msg)
+                reply = msg
+        if stdin_hook is not None:
+            msg = _get(kc.get_stdin_msg, 0)
+            if msg is not None and parent_id(msg) == msg_id:
+                check_msg(msg)
+                stdin_hook(msg)
+    return reply, msgs
+
+
+def run(
+    kc: BlockingKernelClient,
+    code: str,
+    timeout: float = 60,
+    *,
+    silent: bool = False,
+    store_history: bool = True,
+    allow_stdin: bool = False,
+    stop_on_error: bool = True,
+    stdin_hook: Callable[[Msg], None] | None = None,
+    arrivals: dict[str, float] | None = None,
+) -> tuple[Msg, list[Msg]]:
+    """Executes `code` and returns (execute_reply, iopub messages of the request)."""
+    msg_id = kc.execute(
+        code,
+        silent=silent,
+        store_history=store_history,
+        allow_stdin=allow_stdin,
+        stop_on_error=stop_on_error,
+    )
+    return collect(kc, msg_id, timeout, stdin_hook=stdin_hook, arrivals=arrivals)
+
+
+def wait_for_iopub(
+    kc: BlockingKernelClient, msg_id: str, predicate: Callable[[Msg], bool], timeout: float
+) -> list[Msg]:
+    """Reads iopub messages of request `msg_id` until one satisfies `predicate`.
+
+    Returns the messages read, that one last. Other requests' messages are dropped.
+    """
+    deadline = time.monotonic() + timeout
+    seen: list[Msg] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(
+                f"request {msg_id}: awaited iopub message not seen within {timeout}s; "
+                f"seen: {[summary(m) for m in seen]}"
+            )
+        msg = _get(kc.get_iopub_msg, min(remaining, 0.1))
+        if msg is None or parent_id(msg) != msg_id:
+            continue
+        check_msg(msg)
+        seen.append(msg)
+        if predicate(msg):
+            return seen
+
+
+def get_reply(
+    kc: BlockingKernelClient, msg_id: str, timeout: float = 60, channel: str = "shell"
+) -> Msg:
+    """The reply to request `msg_id` on the shell (or control) channel."""
+    getter = kc.get_shell_msg if channel == "shell" else kc.get_control_msg
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no {channel} reply to {msg_id} within {timeout}s")
+        msg = _get(getter, min(remaining, 0.1))
+        if msg is not None and parent_id(msg) == msg_id:
+            check_msg(msg)
+            return msg
+
+
+def summary(msg: Msg) -> str:
+    """A one-line description of a message, for assertion messages."""
+    t = msg["msg_type"]
+    c = msg["content"]
+    if t == "status":
+        return f"status:{c.get('execution_state')}"
+    if t == "stream":
+        return f"stream:{c.get('name')}:{c.get('text')!r}"
+    if t == "error":
+        return f"error:{c.get('ename')}:{c.get('evalue')!r}"
+    if t in ("execute_result", "display_data"):
+        return f"{t}:{sorted(c.get('data', {}))}:{c.get('data', {}).get('text/plain')!r}"
+    return t
+
+
+def of_type(msgs: list[Msg], msg_type: str) -> list[Msg]:
+    return [m for m in msgs if m["msg_type"] == msg_type]
+
+
+def streams(msgs: list[Msg]) -> list[tuple[str, str]]:
+    """The stream outputs as (name, text), consecutive chunks of one stream merged."""
+    merged: list[tuple[str, str]] = []
+    for m in of_type(msgs, "stream"):
+        name, text = m["content"]["name"], m["content"]["text"]
+        if merged and merged[-1][0] == name:
+            merged[-1] = (name, merged[-1][1] + text)
+        else:
+            merged.append((name, text))
+    return merged
+
+
+def stream_text(msgs: list[Msg], name: str = "stdout") -> str:
+    return "".join(m["content"]["text"] for m in of_type(msgs, "stream") if m["content"]["name"] == name)
+
+
+def the_error(msgs: list[Msg]) -> Msg:
+    """The one `error` message among `msgs` (fails if there is not exactly one)."""
+    errors = of_type(msgs, "error")
+    assert len(errors) == 1, f"expected exactly one error message, got {[summary(m) for m in msgs]}"
+    return errors[0]
+
+
+def result_text(msgs: list[Msg]) -> str:
+    """The text/plain of the one execute_result among `msgs`."""
+    results = of_type(msgs, "execute_result")
+    assert len(results) == 1, f"expected one execute_result, got {[summary(m) for m in msgs]}"
+    return results[0]["content"]["data"]["text/plain"]
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def plain(text: str) -> str:
+    """`text` without ANSI colour escapes."""
+    return ANSI.sub("", text)
+
+
+def rust_str(value: str) -> str:
+    """A Rust string literal for `value` (ASCII text)."""
+    assert value.isascii(), value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'

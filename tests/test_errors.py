@@ -1,0 +1,206 @@
+"""Errors as Jupyter shows them: compile errors, panics, `?`, a dying process, aborts."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import (
+    FIRST_CELL_TIMEOUT,
+    collect,
+    drain,
+    parent_id,
+    get_reply,
+    of_type,
+    plain,
+    result_text,
+    run,
+    stream_text,
+    summary,
+    the_error,
+)
+
+
+def assert_error_reply(reply, error_msg, ename):
+    """The execute_reply and the iopub error agree and name `ename`."""
+    content = reply["content"]
+    assert content["status"] == "error", content
+    assert content["ename"] == ename, content
+    assert error_msg["content"]["ename"] == ename
+    assert error_msg["content"]["evalue"] == content["evalue"]
+    assert isinstance(content["traceback"], list)
+    assert error_msg["content"]["traceback"], "the error message has an empty traceback"
+
+
+def test_compile_error(kc):
+    reply, msgs = run(kc, 'let x: u32 = "a";')
+    err = the_error(msgs)
+    assert_error_reply(reply, err, "CompileError")
+    assert not of_type(msgs, "execute_result")
+    text = plain(err["content"]["evalue"] + "\n" + "\n".join(err["content"]["traceback"]))
+    assert "mismatched types" in text, text
+    # The location is given in the cell's own lines, not in the generated crate's.
+    assert re.search(r"(?i)line\s*1\b|:1:\d+|^\s*1\s*[|│]", text, re.M), text
+    # Compile errors are reported once, in the error message, not echoed on a stream too.
+    assert not of_type(msgs, "stream"), [summary(m) for m in msgs]
+
+
+def test_compile_error_location_is_cell_relative(kc):
+    code = "let fine = 1;\n// a comment\nlet bad: u32 = \"a\";"
+    reply, msgs = run(kc, code)
+    err = the_error(msgs)
+    assert_error_reply(reply, err, "CompileError")
+    text = plain(err["content"]["evalue"] + "\n" + "\n".join(err["content"]["traceback"]))
+    assert re.search(r"(?i)line\s*3\b|:3:\d+|^\s*3\s*[|│]", text, re.M), text
+    assert 'let bad: u32 = "a";' in text, text
+
+
+def test_panic(kc):
+    reply, msgs = run(kc, 'panic!("boom")')
+    err = the_error(msgs)
+    assert_error_reply(reply, err, "Panic")
+    assert "boom" in err["content"]["evalue"]
+    # The panic is reported once: the default hook's "thread 'main' panicked at" text is not
+    # echoed on stderr.
+    assert "panicked" not in stream_text(msgs, "stderr")
+    assert not of_type(msgs, "execute_result")
+
+
+def test_panic_message_is_formatted(kc):
+    reply, msgs = run(kc, 'let n = 6 * 7;\npanic!("answer was {}", n);')
+    err = the_error(msgs)
+    assert_error_reply(reply, err, "Panic")
+    assert "answer was 42" in err["content"]["evalue"]
+
+
+def test_failed_assert_eq(kc):
+    reply, msgs = run(kc, "assert_eq!(1, 2);")
+    err = the_error(msgs)
+    assert_error_reply(reply, err, "Panic")
+    evalue = err["content"]["evalue"]
+    assert "assertion" in evalue and "left" in evalue and "right" in evalue, evalue
+
+
+def test_unwrap_none(kc):
+    reply, msgs = run(kc, "let o: Option<i32> = None;\no.unwrap();")
+    err = the_error(msgs)
+    assert_error_reply(reply, err, "Panic")
+    assert "called `Option::unwrap()` on a `None` value" in err["content"]["evalue"]
+
+
+def test_question_mark_error(kc):
+    reply, msgs = run(kc, 'let n: i32 = "x".parse()?;\nprintln!("not reached {n}");')
+    err = the_error(msgs)
+    content = reply["content"]
+    assert content["status"] == "error"
+    assert "ParseIntError" in content["ename"], content
+    assert err["content"]["ename"] == content["ename"]
+    assert "invalid digit" in content["evalue"], content
+    assert "not reached" not in stream_text(msgs)
+
+
+def test_kernel_survives_panic(kc):
+    reply, msgs = run(kc, "let kept = 5;")
+    assert reply["content"]["status"] == "ok"
+    reply, msgs = run(kc, 'panic!("in between")')
+    assert reply["content"]["status"] == "error"
+    reply, msgs = run(kc, "kept * 2")
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    assert result_text(msgs) == "10"
+
+
+def test_process_exit_restarts(kc):
+    reply, msgs = run(kc, "std::process::exit(3);", timeout=120)
+    err = the_error(msgs)
+    assert_error_reply(reply, err, "KernelRestarted")
+    # The next cell runs in the fresh process.
+    reply, msgs = run(kc, "let y = 2; y", timeout=120)
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    assert result_text(msgs) == "2"
+
+
+def test_no_tool_chatter(kc):
+    reply, msgs = run(kc, "let quiet = 40 + 2;\nquiet")
+    assert reply["content"]["status"] == "ok"
+    assert result_text(msgs) == "42"
+    assert not of_type(msgs, "stream"), [summary(m) for m in msgs]
+    reply, msgs = run(kc, 'println!("plain");')
+    assert reply["content"]["status"] == "ok"
+    assert stream_text(msgs, "stdout") == "plain\n"
+    assert stream_text(msgs, "stderr") == ""
+
+
+def test_stop_on_error_aborts_queued_cells(kc):
+    # Sent back to back: the 2nd and 3rd are queued while the 1st compiles and panics.
+    first = kc.execute('panic!("first fails")', stop_on_error=True)
+    second = kc.execute('println!("second ran");')
+    third = kc.execute('println!("third ran");')
+    r1, msgs1 = collect(kc, first, 60)
+    assert r1["content"]["status"] == "error"
+    assert r1["content"]["ename"] == "Panic"
+    r2 = get_reply(kc, second, 60)
+    r3 = get_reply(kc, third, 60)
+    assert r2["content"]["status"] == "aborted", r2["content"]
+    assert r3["content"]["status"] == "aborted", r3["content"]
+    # Aborted cells do not run.
+    later = [m for m in drain(kc, 2.0) if parent_id(m) in (second, third)]
+    assert not of_type(later, "stream"), [summary(m) for m in later]
+    assert not of_type(later, "execute_result"), [summary(m) for m in later]
+    assert not of_type(msgs1, "stream"), [summary(m) for m in msgs1]
+    # The kernel takes new work afterwards.
+    reply, msgs = run(kc, 'println!("after");')
+    assert reply["content"]["status"] == "ok"
+    assert stream_text(msgs) == "after\n"
+
+
+def test_no_stop_on_error_keeps_queued_cells(kc):
+    first = kc.execute('panic!("fails alone")', stop_on_error=False)
+    second = kc.execute('println!("second ran");')
+    r1, _ = collect(kc, first, 60)
+    assert r1["content"]["status"] == "error"
+    r2, msgs2 = collect(kc, second, 60)
+    assert r2["content"]["status"] == "ok", r2["content"]
+    assert stream_text(msgs2) == "second ran\n"
+
+
+def test_execution_count_and_silent(fresh_kernel):
+    _, kc = fresh_kernel
+
+    # A silent cell runs, but publishes no execute_input, no result, and takes no number.
+    reply, msgs = run(kc, "let hidden = 5;\nhidden", silent=True, timeout=FIRST_CELL_TIMEOUT)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert not of_type(msgs, "execute_input"), [summary(m) for m in msgs]
+    assert not of_type(msgs, "execute_result"), [summary(m) for m in msgs]
+    # Nothing from the toolchain leaks into the output of the kernel's first compile.
+    assert not of_type(msgs, "stream"), [summary(m) for m in msgs]
+
+    # The first numbered cell is 1: on the reply, execute_input and execute_result.
+    reply, msgs = run(kc, "hidden + 1")
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    assert reply["content"]["execution_count"] == 1
+    (inp,) = of_type(msgs, "execute_input")
+    assert inp["content"]["execution_count"] == 1
+    assert inp["content"]["code"] == "hidden + 1"
+    (res,) = of_type(msgs, "execute_result")
+    assert res["content"]["execution_count"] == 1
+    assert res["content"]["data"]["text/plain"] == "6"
+    assert not of_type(msgs, "stream"), [summary(m) for m in msgs]
+
+    # busy first, idle last, execute_input before any output.
+    states = [m["content"]["execution_state"] for m in of_type(msgs, "status")]
+    assert states == ["busy", "idle"]
+    assert msgs[0]["msg_type"] == "status" and msgs[-1]["msg_type"] == "status"
+    assert msgs[1]["msg_type"] == "execute_input"
+
+    reply, msgs = run(kc, 'println!("two");')
+    assert reply["content"]["execution_count"] == 2
+    assert of_type(msgs, "execute_input")[0]["content"]["execution_count"] == 2
+
+    # Silent again: the count does not move.
+    reply, msgs = run(kc, "let more = 1;", silent=True)
+    assert not of_type(msgs, "execute_input")
+    # An error takes a number too.
+    reply, msgs = run(kc, 'panic!("three")')
+    assert reply["content"]["execution_count"] == 3
+    reply, msgs = run(kc, "more")
+    assert reply["content"]["execution_count"] == 4
+    assert result_text(msgs) == "1"

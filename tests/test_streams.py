@@ -1,0 +1,107 @@
+"""Output streams, rich display output and standard input."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import of_type, run, stream_text, streams, summary
+
+
+def test_print_without_newline(kc):
+    reply, msgs = run(kc, 'print!("no newline");')
+    assert reply["content"]["status"] == "ok"
+    assert stream_text(msgs, "stdout") == "no newline"
+
+
+def test_stdout_stderr_order(kc):
+    reply, msgs = run(kc, 'println!("a");\neprintln!("b");\nprintln!("c");')
+    assert reply["content"]["status"] == "ok"
+    assert streams(msgs) == [("stdout", "a\n"), ("stderr", "b\n"), ("stdout", "c\n")], [
+        summary(m) for m in msgs
+    ]
+
+
+def test_output_before_result(kc):
+    reply, msgs = run(kc, 'println!("first");\n6 * 7')
+    assert reply["content"]["status"] == "ok"
+    kinds = [m["msg_type"] for m in msgs if m["msg_type"] in ("stream", "execute_result")]
+    assert kinds == ["stream", "execute_result"], [summary(m) for m in msgs]
+    assert of_type(msgs, "execute_result")[0]["content"]["data"]["text/plain"] == "42"
+
+
+def test_output_is_streamed_while_the_cell_runs(kc):
+    arrivals: dict[str, float] = {}
+    reply, msgs = run(
+        kc,
+        'println!("before");\nstd::thread::sleep(std::time::Duration::from_secs(1));\n'
+        'println!("after");',
+        arrivals=arrivals,
+    )
+    assert reply["content"]["status"] == "ok"
+    assert stream_text(msgs) == "before\nafter\n"
+    first = of_type(msgs, "stream")[0]
+    assert first["content"]["text"].startswith("before")
+    lead = arrivals[reply["header"]["msg_id"]] - arrivals[first["header"]["msg_id"]]
+    assert lead > 0.8, f"the first output arrived only {lead:.2f}s before the reply"
+
+
+def test_display_data(kc):
+    code = r'println!("EVCXR_BEGIN_CONTENT text/html\n<b>hi</b>\nEVCXR_END_CONTENT");'
+    reply, msgs = run(kc, code)
+    assert reply["content"]["status"] == "ok"
+    (display,) = of_type(msgs, "display_data")
+    assert display["content"]["data"]["text/html"] == "<b>hi</b>"
+    # The markers are consumed, not shown as text.
+    assert "EVCXR_BEGIN_CONTENT" not in stream_text(msgs)
+    assert "EVCXR_END_CONTENT" not in stream_text(msgs)
+
+
+def test_clear_output(kc):
+    reply, msgs = run(kc, 'println!("gone");\ntokio::display::clear_output(false);\nprintln!("kept");')
+    assert reply["content"]["status"] == "ok"
+    kinds = [summary(m) for m in msgs if m["msg_type"] in ("stream", "clear_output")]
+    assert kinds == ["stream:stdout:'gone\\n'", "clear_output", "stream:stdout:'kept\\n'"], kinds
+    (clear,) = of_type(msgs, "clear_output")
+    assert clear["content"]["wait"] is False
+
+
+def test_stdin_not_allowed_fails_fast(kc):
+    started = time.monotonic()
+    reply, msgs = run(
+        kc,
+        "let mut s = String::new();\nstd::io::stdin().read_line(&mut s)?;\n"
+        'println!("got {s:?}");',
+        timeout=10,
+        allow_stdin=False,
+    )
+    assert time.monotonic() - started < 10
+    assert reply["content"]["status"] == "error", [summary(m) for m in msgs]
+    assert "got" not in stream_text(msgs)
+    # No input was asked for.
+    try:
+        msg = kc.get_stdin_msg(timeout=0.5)
+    except Exception:  # queue.Empty
+        msg = None
+    assert msg is None, msg
+
+
+def test_stdin_input_request(kc):
+    requests = []
+
+    def answer(msg):
+        assert msg["msg_type"] == "input_request"
+        requests.append(msg)
+        kc.input("hello rust")
+
+    reply, msgs = run(
+        kc,
+        "let mut line = String::new();\nstd::io::stdin().read_line(&mut line).unwrap();\n"
+        'println!("typed: {}", line.trim_end());',
+        allow_stdin=True,
+        stdin_hook=answer,
+    )
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    assert len(requests) == 1
+    assert isinstance(requests[0]["content"]["prompt"], str)
+    assert not requests[0]["content"]["password"]
+    assert stream_text(msgs) == "typed: hello rust\n"
