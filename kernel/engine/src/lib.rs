@@ -227,11 +227,24 @@ impl Engine {
     pub fn complete(&mut self, code: &str, cursor: usize) -> Completions {
         let byte_cursor = char_to_byte(code, cursor);
         match self.context.completions(code, byte_cursor) {
-            Ok(found) => Completions {
-                matches: found.completions.into_iter().map(|c| c.code).collect(),
-                cursor_start: byte_to_char(code, found.start_offset),
-                cursor_end: byte_to_char(code, found.end_offset),
-            },
+            Ok(found) => {
+                // rust-analyzer also offers fuzzy matches; a notebook completes what was typed.
+                let typed = code.get(found.start_offset..byte_cursor).unwrap_or_default();
+                Completions {
+                    matches: found
+                        .completions
+                        .into_iter()
+                        // `is_empty()` → `is_empty`: the user types the call's arguments.
+                        .map(|completion| match completion.code.split_once('(') {
+                            Some((name, _)) if !name.is_empty() => name.to_owned(),
+                            _ => completion.code,
+                        })
+                        .filter(|candidate| candidate.starts_with(typed))
+                        .collect(),
+                    cursor_start: byte_to_char(code, found.start_offset),
+                    cursor_end: byte_to_char(code, found.end_offset),
+                }
+            }
             Err(_) => Completions { matches: vec![], cursor_start: cursor, cursor_end: cursor },
         }
     }

@@ -215,6 +215,11 @@ fn handle_record(
             drop(state);
             let prompt = record["prompt"].as_str().unwrap_or_default();
             let line = input.and_then(|input| input(prompt));
+            if line.is_none() {
+                let text = "stdin is not available here (the front end does not allow input, as when a \
+                            notebook is run by nbconvert or a grader): reading it fails.\n".to_owned();
+                sink(EngineEvent::Output { cell, output: Output::Stream { name: StreamName::Stderr, text } });
+            }
             let reply = serde_json::json!({ "line": line }).to_string() + "\n";
             let _ = replies.write_all(reply.as_bytes());
         }

@@ -337,12 +337,23 @@ impl ShellLoop {
             }
             JupyterMessageContent::HistoryRequest(history_request) => {
                 use rust_async_wire::jupyter_protocol::HistoryRequest;
-                let entries = match history_request {
-                    HistoryRequest::Tail { n, .. } => self.history.tail((*n).max(0) as usize),
-                    HistoryRequest::Range { start, stop, .. } => self.history.range(*start, *stop),
-                    HistoryRequest::Search { pattern, unique, n, .. } => self.history.search(pattern, (*n).max(0) as usize, *unique),
+                let (entries, with_output) = match history_request {
+                    HistoryRequest::Tail { n, output, .. } => (self.history.tail((*n).max(0) as usize), *output),
+                    HistoryRequest::Range { start, stop, output, .. } => (self.history.range(*start, *stop), *output),
+                    HistoryRequest::Search { pattern, unique, n, output, .. } => {
+                        (self.history.search(pattern, (*n).max(0) as usize, *unique), *output)
+                    }
                 };
-                let history: Vec<Value> = entries.into_iter().map(|(count, code)| json!([history::SESSION, count, code])).collect();
+                let history: Vec<Value> = entries
+                    .into_iter()
+                    .map(|(count, code, output)| {
+                        if with_output {
+                            json!([history::SESSION, count, [code, output]])
+                        } else {
+                            json!([history::SESSION, count, code])
+                        }
+                    })
+                    .collect();
                 reply(shell, &shared, request, "history_reply", json!({ "status": "ok", "history": history })).await;
             }
             JupyterMessageContent::CommInfoRequest(_) => {
@@ -399,6 +410,11 @@ impl ShellLoop {
         }
         match outcome {
             CellOutcome::Success { result } => {
+                if let Some(text) = result.as_ref().and_then(|data| data.get("text/plain")?.as_str()) {
+                    if counts {
+                        self.history.record_output(count, text.to_owned());
+                    }
+                }
                 if let (Some(data), false) = (result, execute.silent) {
                     if data.contains_key("text/plain") {
                         shared.publish(Some(request), "execute_result", json!({ "execution_count": count, "data": data, "metadata": {} }));

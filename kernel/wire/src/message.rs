@@ -149,7 +149,10 @@ where
     let header: Header = parse_json("header", header)?;
     let parent_header = parse_parent_header(parent_header)?;
     let metadata: Map<String, Value> = parse_json("metadata", metadata)?;
-    let content_json: Value = parse_json("content", content)?;
+    let mut content_json: Value = parse_json("content", content)?;
+    if header.msg_type == "history_request" {
+        fill_history_defaults(&mut content_json);
+    }
     let content = JupyterMessageContent::from_type_and_content(&header.msg_type, content_json)
         .map_err(|source| WireError::InvalidContent {
             msg_type: header.msg_type.clone(),
@@ -215,4 +218,24 @@ fn parse_parent_header(frame: &[u8]) -> Result<Option<Header>, WireError> {
             part: "parent_header",
             source,
         })
+}
+
+/// jupyter_client sends `null` for history fields the caller left out (`n`, `start`, ...), which
+/// the typed `HistoryRequest` cannot hold; read them as the protocol's defaults instead.
+fn fill_history_defaults(content: &mut Value) {
+    let Some(fields) = content.as_object_mut() else { return };
+    let defaults = [
+        ("output", Value::Bool(false)),
+        ("raw", Value::Bool(false)),
+        ("unique", Value::Bool(false)),
+        ("n", Value::from(0)),
+        ("start", Value::from(0)),
+        ("stop", Value::from(0)),
+        ("pattern", Value::from("*")),
+    ];
+    for (name, default) in defaults {
+        if fields.get(name).is_none_or(Value::is_null) {
+            fields.insert(name.to_owned(), default);
+        }
+    }
 }
