@@ -2,6 +2,11 @@
 //! `impl Future`; the engine then rewrites that one `let` to box the future into
 //! `tokio::Pending<Output>` (a named type from the runtime library) and runs the cell again.
 //! Nothing of the future runs before a later cell awaits it.
+//!
+//! `tokio::pin!(fut);` in a cell shadows `fut` with a `Pin<&mut impl Future>`, which evcxr cannot
+//! keep either; when such a cell fails to compile, the engine retries it with each `pin!(x)`
+//! replaced by `let mut x = tokio::Pending::new(x);` (pinned on the heap, usable the same way:
+//! `(&mut x).await`, `x.as_mut()`).
 
 /// From evcxr's refusal, the variable and the future's output type.
 pub(crate) fn unpersistable_future(message: &str) -> Option<(String, String)> {
@@ -77,9 +82,71 @@ fn statement_end(code: &str, from: usize) -> Option<usize> {
     None
 }
 
+/// Replaces `tokio::pin!(a, b);` (also `pin!` and `std::pin::pin!` as a statement) by
+/// heap-pinning `let`s. `None` when the code has no such statement.
+pub(crate) fn heap_pin_statements(code: &str) -> Option<String> {
+    let mut output = String::new();
+    let mut rest = code;
+    let mut changed = false;
+    while let Some(index) = rest.find("pin!(") {
+        let mut prefix_start = index;
+        for path in ["tokio::", "std::pin::", "::tokio::", "core::pin::"] {
+            if rest[..index].ends_with(path) {
+                prefix_start = index - path.len();
+                break;
+            }
+        }
+        let after = &rest[index + "pin!(".len()..];
+        let preceded_by_identifier = rest[..prefix_start]
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
+        let close = after.find(')');
+        let names: Option<Vec<&str>> = close.and_then(|close| {
+            let names: Vec<&str> = after[..close].split(',').map(str::trim).collect();
+            names
+                .iter()
+                .all(|name| !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_'))
+                .then_some(names)
+        });
+        match (names, close) {
+            (Some(names), Some(close)) if !preceded_by_identifier => {
+                output.push_str(&rest[..prefix_start]);
+                let lets: Vec<String> = names
+                    .iter()
+                    .map(|name| format!("let mut {name} = ::tokio::Pending::new({name})"))
+                    .collect();
+                output.push_str(&lets.join("; "));
+                rest = &after[close + 1..];
+                changed = true;
+            }
+            _ => {
+                output.push_str(&rest[..index + "pin!(".len()]);
+                rest = after;
+            }
+        }
+    }
+    output.push_str(rest);
+    changed.then_some(output)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pin_statements_become_heap_pinned_lets() {
+        assert_eq!(
+            heap_pin_statements("let fut = f(); tokio::pin!(fut); (&mut fut).await").unwrap(),
+            "let fut = f(); let mut fut = ::tokio::Pending::new(fut); (&mut fut).await"
+        );
+        assert_eq!(
+            heap_pin_statements("pin!(a, b);").unwrap(),
+            "let mut a = ::tokio::Pending::new(a); let mut b = ::tokio::Pending::new(b);"
+        );
+        assert!(heap_pin_statements("let x = 1;").is_none());
+        assert!(heap_pin_statements("let p = std::pin::pin!(async {});").is_none());
+    }
 
     #[test]
     fn reads_evcxr_refusal() {

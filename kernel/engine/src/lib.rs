@@ -214,6 +214,14 @@ impl Engine {
             code = std::borrow::Cow::Owned(rewritten);
             result = self.context.execute(&code);
         }
+        if let Err(evcxr::Error::CompilationErrors(_)) = &result {
+            if let Some(rewritten) = future_values::heap_pin_statements(&code) {
+                let retried = self.context.execute(&rewritten);
+                if retried.is_ok() {
+                    (code, result) = (std::borrow::Cow::Owned(rewritten), retried);
+                }
+            }
+        }
         let ran = matches!(result, Ok(_) | Err(evcxr::Error::SubprocessTerminated(_)));
         let fate = self
             .output

@@ -72,6 +72,12 @@ impl RuntimeLibrary {
         if self.is_prepared() {
             return Ok(());
         }
+        std::fs::create_dir_all(&self.prepared)?;
+        // One preparer at a time (two set-ups at once would build into each other's files).
+        let _lock = FileLock::exclusive(&self.prepared.join("lock"))?;
+        if self.is_prepared() {
+            return Ok(());
+        }
         let fetched = Command::new("cargo")
             .args(["fetch", "--locked", "--manifest-path"])
             .arg(self.source.join("Cargo.toml"))
@@ -79,14 +85,22 @@ impl RuntimeLibrary {
         if !fetched.success() {
             return Err(EngineError::Evcxr("cargo fetch of the runtime library failed".into()));
         }
+        // Build beside the template, then swap it in: kernels starting meanwhile see either
+        // the old complete template or none, never a half-built one.
+        let building = self.prepared.join("template-building");
+        if building.exists() {
+            std::fs::remove_dir_all(&building)?;
+        }
+        std::fs::create_dir_all(&building)?;
+        let discard: EventSink = std::sync::Arc::new(|_| {});
+        let engine = Engine::start_in(self, discard, Some(&building))?;
+        drop(engine);
+        let _ = std::fs::remove_file(self.stamp_path());
         let template = self.template();
         if template.exists() {
             std::fs::remove_dir_all(&template)?;
         }
-        std::fs::create_dir_all(&template)?;
-        let discard: EventSink = std::sync::Arc::new(|_| {});
-        let engine = Engine::start_in(self, discard, Some(&template))?;
-        drop(engine);
+        std::fs::rename(&building, &template)?;
         std::fs::write(self.stamp_path(), self.fingerprint())?;
         Ok(())
     }
@@ -105,16 +119,39 @@ impl RuntimeLibrary {
             eprintln!("rust-async: {}", EngineError::RuntimeNotPrepared(self.prepared.clone()));
             return Ok(());
         }
-        std::fs::create_dir_all(cell_dir.join("target"))?;
-        let copied = Command::new("cp")
-            .arg("-a")
-            .arg(template.join("target/."))
-            .arg(cell_dir.join("target"))
-            .status()?;
-        std::fs::copy(template.join("Cargo.lock"), cell_dir.join("Cargo.lock"))?;
-        if !copied.success() {
-            return Err(EngineError::Evcxr("could not copy the prepared runtime library".into()));
+        if let Err(error) = copy_template(&template, cell_dir) {
+            // Still usable: cargo then builds the runtime library for this kernel (slowly).
+            eprintln!("rust-async: could not copy the prepared runtime library: {error}");
         }
         Ok(())
+    }
+}
+
+fn copy_template(template: &Path, cell_dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(cell_dir.join("target"))?;
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(template.join("target/."))
+        .arg(cell_dir.join("target"))
+        .status()?;
+    if !copied.success() {
+        return Err(std::io::Error::other("cp failed"));
+    }
+    std::fs::copy(template.join("Cargo.lock"), cell_dir.join("Cargo.lock"))?;
+    Ok(())
+}
+
+/// An exclusive `flock`, held while the value lives (the file is kept only to hold it).
+struct FileLock(#[allow(dead_code)] std::fs::File);
+
+impl FileLock {
+    fn exclusive(path: &Path) -> std::io::Result<FileLock> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+        // SAFETY: flock on a descriptor we own; released when the file is closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(FileLock(file))
     }
 }

@@ -21,6 +21,13 @@ impl<T> Pending<T> {
     }
 }
 
+impl<T> Pending<T> {
+    /// What `tokio::pin!` gives: a pinned reference, for `poll`-level code.
+    pub fn as_mut(&mut self) -> Pin<&mut Pending<T>> {
+        Pin::new(self)
+    }
+}
+
 impl<T> Future for Pending<T> {
     type Output = T;
     fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<T> {
