@@ -117,9 +117,19 @@ impl Interrupter {
         let process = Arc::clone(&self.process);
         let killed = Arc::clone(&self.killed_by_interrupt);
         std::thread::spawn(move || {
-            let started_in = output.running_cell();
+            // The grace period starts when the interrupt reaches a running cell: an interrupt
+            // during compilation waits for the cell to start.
+            let (execution, mut cell) = output.running_cell();
+            while cell.is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+                let (now, now_cell) = output.running_cell();
+                if now != execution {
+                    return;
+                }
+                cell = now_cell;
+            }
             std::thread::sleep(INTERRUPT_GRACE);
-            if started_in.is_some() && output.running_cell() == started_in {
+            if output.running_cell() == (execution, cell) {
                 killed.store(true, Ordering::SeqCst);
                 if let Ok(mut child) = process.lock() {
                     let _ = child.kill();
@@ -143,7 +153,9 @@ impl Engine {
         sink: EventSink,
         template: Option<&Path>,
     ) -> Result<Engine, EngineError> {
-        let work_dir = tempfile::Builder::new().prefix("rust-async-").tempdir()?;
+        remove_abandoned_work_dirs();
+        let work_dir = tempfile::Builder::new().prefix(WORK_DIR_PREFIX).tempdir()?;
+        std::fs::write(work_dir.path().join(OWNER_FILE), std::process::id().to_string())?;
         let socket_path = work_dir.path().join("output.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket_path)?;
         let output = Arc::new(OutputReader::start(listener, sink));
@@ -326,6 +338,33 @@ fn outcome(
         }
         Err(evcxr::Error::SubprocessTerminated(message)) => failure(diagnostics::process_died(&message)),
         Err(error) => failure(diagnostics::evaluation_error(&error.to_string())),
+    }
+}
+
+const WORK_DIR_PREFIX: &str = "rust-async-";
+/// Holds the pid of the kernel that owns a work directory.
+const OWNER_FILE: &str = "kernel.pid";
+
+/// A kernel killed outright (SIGKILL) cannot remove its work directory; the next kernel
+/// removes those whose owner is gone.
+fn remove_abandoned_work_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_ours = entry.file_name().to_string_lossy().starts_with(WORK_DIR_PREFIX);
+        let Some(owner) = is_ours
+            .then(|| std::fs::read_to_string(path.join(OWNER_FILE)).ok())
+            .flatten()
+            .and_then(|pid| pid.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks whether the process exists.
+        let alive = unsafe { libc::kill(owner, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = std::fs::remove_dir_all(&path);
+        }
     }
 }
 

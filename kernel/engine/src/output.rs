@@ -44,6 +44,8 @@ struct Shared {
     /// Set while an interrupt waits for the cell to start running.
     interrupt_when_started: bool,
     child_pid: Option<i32>,
+    /// Counts executions, so a late watcher can tell its execution is over.
+    execution: u64,
 }
 
 /// Reads user-process records on a background thread for as long as the kernel lives.
@@ -74,6 +76,7 @@ impl OutputReader {
         shared.input = Some(input);
         shared.interrupt_when_started = false;
         shared.child_pid = child_pid;
+        shared.execution += 1;
     }
 
     /// Waits until the user process said the cell's output is complete (or `timeout`), then
@@ -105,9 +108,10 @@ impl OutputReader {
         }
     }
 
-    pub fn running_cell(&self) -> Option<u64> {
+    /// The current execution and the cell it runs, if it is running.
+    pub fn running_cell(&self) -> (u64, Option<u64>) {
         let shared = self.shared.0.lock().unwrap();
-        shared.fate.cell.filter(|_| !shared.fate.ended)
+        (shared.execution, shared.fate.cell.filter(|_| !shared.fate.ended))
     }
 }
 

@@ -39,8 +39,13 @@ pub fn prepare() {
         return;
     }
     // Until the runtime library installs its handler, an interrupt must not kill the process.
-    // SAFETY: setting a signal disposition; no handler code runs.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    // And if the kernel dies (even by SIGKILL), this process must not live on, spinning in a
+    // user's endless loop with nobody to stop it.
+    // SAFETY: setting a signal disposition and the parent-death signal; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
     let Some(socket_path) = std::env::var_os(OUTPUT_SOCKET_ENV) else {
         return;
     };

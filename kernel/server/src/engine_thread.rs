@@ -12,6 +12,8 @@ pub enum Job {
     Execute { code: String, input: InputReader },
     Complete { code: String, cursor: usize, reply: oneshot::Sender<Completions> },
     Inspect { code: String, cursor: usize, reply: oneshot::Sender<Option<(String, String)>> },
+    /// Stop the user-code process and remove the engine's files, then acknowledge.
+    Shutdown { done: oneshot::Sender<()> },
 }
 
 pub enum FromEngine {
@@ -29,6 +31,15 @@ pub struct EngineHandle {
 impl EngineHandle {
     pub fn send(&self, job: Job) -> bool {
         self.jobs.send(job).is_ok()
+    }
+
+    /// Stops the engine (its user-code process and temporary files). Waits while a cell is
+    /// still running only up to `patience`.
+    pub async fn shutdown(&self, patience: std::time::Duration) {
+        let (done, stopped) = oneshot::channel();
+        if self.send(Job::Shutdown { done }) {
+            let _ = tokio::time::timeout(patience, stopped).await;
+        }
     }
 }
 
@@ -63,6 +74,11 @@ pub fn spawn(events: UnboundedSender<FromEngine>) -> EngineHandle {
                     Job::Inspect { code, cursor, reply } => {
                         let _ = reply.send(engine.inspect(&code, cursor));
                     }
+                    Job::Shutdown { done } => {
+                        drop(engine);
+                        let _ = done.send(());
+                        return;
+                    }
                 }
             }
         })
@@ -81,6 +97,10 @@ fn serve_without_engine(jobs: mpsc::Receiver<Job>, events: &UnboundedSender<From
             }
             Job::Inspect { reply, .. } => {
                 let _ = reply.send(None);
+            }
+            Job::Shutdown { done } => {
+                let _ = done.send(());
+                return;
             }
         }
     }

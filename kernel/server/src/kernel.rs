@@ -91,6 +91,11 @@ pub async fn run(connection_file: &str) -> anyhow::Result<()> {
         () = shell_loop.serve(&mut shell) => {}
         _ = shutdown.recv() => {}
     }
+    // Interrupt a cell that may still run, so the engine can stop its process and files.
+    if let Some(interrupter) = shell_loop.interrupter.lock().await.as_ref() {
+        interrupter.interrupt();
+    }
+    shell_loop.engine.shutdown(Duration::from_secs(5)).await;
     // Give iopub a moment to deliver the shutdown's idle status before the process exits.
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
@@ -367,6 +372,7 @@ impl ShellLoop {
             JupyterMessageContent::ShutdownRequest(shutdown) => {
                 reply(shell, &shared, request, "shutdown_reply", json!({ "status": "ok", "restart": shutdown.restart })).await;
                 shared.status(request, "idle");
+                self.engine.shutdown(Duration::from_secs(5)).await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 std::process::exit(0);
             }

@@ -1,0 +1,291 @@
+"""Async cells: every cell runs inside an implicit async block on ONE shared tokio runtime.
+
+Each test drives the real kernel through jupyter_client, as JupyterLab and nbclient do.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import (
+    collect,
+    flush,
+    of_type,
+    parent_id,
+    result_text,
+    run,
+    stream_text,
+    summary,
+    the_error,
+)
+
+
+def ok(reply, msgs):
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+
+
+def test_top_level_await_in_the_first_cell(fresh_kernel):
+    _, kc = fresh_kernel
+    reply, msgs = run(
+        kc,
+        "tokio::time::sleep(std::time::Duration::from_millis(10)).await;\n\"awaited\"",
+        timeout=180,
+    )
+    ok(reply, msgs)
+    assert result_text(msgs) == '"awaited"'
+
+
+def test_a_coroutine_made_in_one_cell_runs_when_awaited_two_cells_later(kc):
+    ok(*run(kc, 'async fn do_something() -> &\'static str { println!("running"); "Done" }\n'
+                "let result = do_something();"))
+    reply, msgs = run(kc, "result")
+    ok(reply, msgs)
+    assert "pending future" in result_text(msgs)
+    assert "running" not in stream_text(msgs), "the future ran before it was awaited"
+    reply, msgs = run(kc, "result.await")
+    ok(reply, msgs)
+    assert stream_text(msgs) == "running\n"
+    assert result_text(msgs) == '"Done"'
+
+
+def test_a_non_send_future_is_kept_and_awaited_later(kc):
+    ok(*run(kc, "let shared = std::rc::Rc::new(20);\n"
+                "let plus_one = async move { *shared + 1 };"))
+    reply, msgs = run(kc, "plus_one.await")
+    ok(reply, msgs)
+    assert result_text(msgs) == "21"
+
+
+def test_pin_macro_in_a_cell(kc):
+    reply, msgs = run(kc, "async fn seven() -> u32 { 7 }\n"
+                          "let fut = seven();\ntokio::pin!(fut);\n(&mut fut).await")
+    ok(reply, msgs)
+    assert result_text(msgs) == "7"
+
+
+def test_channel_across_cells(kc):
+    # The receiving task is spawned in the first cell, the sender used in the second,
+    # the task joined in the third.
+    ok(*run(kc, "let (tx, mut rx) = tokio::sync::mpsc::channel::<u32>(4);\n"
+                "let receiver = tokio::spawn(async move {\n"
+                "    let mut sum = 0;\n"
+                "    while let Some(value) = rx.recv().await { sum += value; }\n"
+                "    sum\n"
+                "});"))
+    ok(*run(kc, "tx.send(5).await.unwrap();\ntx.send(6).await.unwrap();\ndrop(tx);"))
+    reply, msgs = run(kc, "receiver.await.unwrap()")
+    ok(reply, msgs)
+    assert result_text(msgs) == "11"
+
+
+def test_a_task_finishes_while_the_kernel_is_idle(kc):
+    ok(*run(kc, "let quick = tokio::spawn(async {\n"
+                "    tokio::time::sleep(std::time::Duration::from_millis(200)).await;\n"
+                "    42\n"
+                "});"))
+    time.sleep(1.0)  # the kernel is idle; the runtime keeps running the task
+    reply, msgs = run(kc, "quick.is_finished()")
+    ok(reply, msgs)
+    assert result_text(msgs) == "true"
+    reply, msgs = run(kc, "quick.await.unwrap()")
+    assert result_text(msgs) == "42"
+
+
+def test_join_runs_sleeps_concurrently(kc):
+    reply, msgs = run(
+        kc,
+        "let start = std::time::Instant::now();\n"
+        "tokio::join!(\n"
+        "    tokio::time::sleep(std::time::Duration::from_millis(300)),\n"
+        "    tokio::time::sleep(std::time::Duration::from_millis(300)),\n"
+        ");\n"
+        "start.elapsed().as_millis()",
+    )
+    ok(reply, msgs)
+    elapsed = int(result_text(msgs))
+    assert 300 <= elapsed < 550, elapsed
+
+
+def test_select_takes_the_first_ready_branch(kc):
+    reply, msgs = run(
+        kc,
+        "tokio::select! {\n"
+        "    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => \"slow\",\n"
+        "    value = async { 1 } => if value == 1 { \"fast\" } else { \"?\" },\n"
+        "}",
+    )
+    ok(reply, msgs)
+    assert result_text(msgs) == '"fast"'
+
+
+def test_spawn_blocking(kc):
+    reply, msgs = run(
+        kc,
+        "tokio::task::spawn_blocking(|| {\n"
+        "    std::thread::sleep(std::time::Duration::from_millis(100));\n"
+        "    6 * 7\n"
+        "}).await.unwrap()",
+    )
+    ok(reply, msgs)
+    assert result_text(msgs) == "42"
+
+
+def test_a_panicking_task_is_a_join_error_not_a_failed_cell(kc):
+    reply, msgs = run(
+        kc,
+        'let failing = tokio::spawn(async { panic!("task boom") });\n'
+        "let error = failing.await.unwrap_err();\n"
+        "(error.is_panic(), error.to_string().contains(\"task boom\"))",
+    )
+    ok(reply, msgs)
+    assert result_text(msgs) == "(true, true)"
+
+
+def test_interrupt_during_a_long_sleep_keeps_variables(km, kc):
+    ok(*run(kc, "let kept = 1234;"))
+    msg_id = kc.execute("tokio::time::sleep(std::time::Duration::from_secs(60)).await;")
+    # Wait until the cell is running (its busy status), then press "stop".
+    time.sleep(1.5)
+    started = time.monotonic()
+    km.interrupt_kernel()
+    reply, msgs = collect(kc, msg_id, timeout=10)
+    assert time.monotonic() - started < 1.0 + 0.5  # generous for CI; the kernel aims for 1 s
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "Interrupted"
+    assert the_error(msgs)["content"]["ename"] == "Interrupted"
+    reply, msgs = run(kc, "kept")
+    ok(reply, msgs)
+    assert result_text(msgs) == "1234"
+
+
+def test_interrupting_a_cell_without_await_points_restarts_and_says_so(fresh_kernel):
+    km, kc = fresh_kernel
+    ok(*run(kc, "let lost = 1;", timeout=180))
+    msg_id = kc.execute("let mut n: u64 = 0;\nloop { n = n.wrapping_add(1); std::hint::black_box(n); }")
+    time.sleep(3)
+    km.interrupt_kernel()
+    reply, msgs = collect(kc, msg_id, timeout=30)
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "Interrupted"
+    assert "variables" in reply["content"]["evalue"] and "lost" in reply["content"]["evalue"]
+    reply, msgs = run(kc, 'println!("alive");')
+    ok(reply, msgs)
+    assert stream_text(msgs) == "alive\n"
+
+
+def test_a_late_print_of_a_task_belongs_to_the_cell_that_spawned_it(kc):
+    reply, msgs = run(
+        kc,
+        "tokio::spawn(async {\n"
+        "    tokio::time::sleep(std::time::Duration::from_millis(800)).await;\n"
+        '    println!("late from the first cell");\n'
+        "});",
+    )
+    ok(reply, msgs)
+    first_id = reply["parent_header"]["msg_id"]
+    # A second cell runs while the task prints.
+    second_id = kc.execute(
+        "tokio::time::sleep(std::time::Duration::from_millis(1500)).await;\n"
+        'println!("second cell done");'
+    )
+    seen = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        msg = kc.get_iopub_msg(timeout=30)
+        seen.append(msg)
+        if (parent_id(msg) == second_id and msg["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"):
+            break
+    kc.get_shell_msg(timeout=10)
+    late = [m for m in seen if m["msg_type"] == "stream" and "late from" in m["content"]["text"]]
+    assert len(late) == 1, [summary(m) for m in seen]
+    assert parent_id(late[0]) == first_id
+    second = [m for m in seen if parent_id(m) == second_id and m["msg_type"] == "stream"]
+    assert "".join(m["content"]["text"] for m in second) == "second cell done\n"
+
+
+def test_output_of_a_task_while_the_kernel_is_idle_arrives_without_a_new_cell(kc):
+    reply, msgs = run(
+        kc,
+        "tokio::spawn(async {\n"
+        "    tokio::time::sleep(std::time::Duration::from_millis(300)).await;\n"
+        '    println!("printed while idle");\n'
+        "});",
+    )
+    ok(reply, msgs)
+    cell_id = reply["parent_header"]["msg_id"]
+    msg = None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        msg = kc.get_iopub_msg(timeout=10)
+        if msg["msg_type"] == "stream":
+            break
+    assert msg is not None and msg["content"]["text"] == "printed while idle\n"
+    assert parent_id(msg) == cell_id
+
+
+def test_a_dep_on_tokio_is_refused_with_an_explanation(kc):
+    reply, msgs = run(kc, ':dep tokio = { version = "1", features = ["full"] }')
+    assert reply["content"]["status"] == "error"
+    assert "built into this kernel" in reply["content"]["evalue"]
+
+
+def test_spawning_a_non_send_value_gets_a_hint(kc):
+    reply, msgs = run(kc, "let counter = std::rc::Rc::new(1);\n"
+                          'tokio::spawn(async move { println!("{counter}"); });')
+    assert reply["content"]["ename"] == "CompileError"
+    traceback = "\n".join(reply["content"]["traceback"])
+    assert "hint" in traceback and "Send" in traceback and "Arc" in traceback
+
+
+def test_a_forgotten_await_gets_a_hint(kc):
+    reply, msgs = run(kc, "async fn name() -> String { \"x\".into() }\nname().len()")
+    assert reply["content"]["ename"] == "CompileError"
+    traceback = "\n".join(reply["content"]["traceback"])
+    assert "line 2" in traceback
+    assert "Add `.await`" in traceback
+
+
+def test_starting_a_runtime_inside_the_runtime_explains_itself(kc):
+    reply, msgs = run(kc, "tokio::runtime::Runtime::new().unwrap().block_on(async { 1 })")
+    assert reply["content"]["ename"] == "Panic"
+    assert "Cannot start a runtime from within a runtime" in reply["content"]["evalue"]
+    assert "hint" in reply["content"]["evalue"]
+
+
+def test_a_runtime_of_your_own_on_another_thread_works(kc):
+    reply, msgs = run(
+        kc,
+        "std::thread::spawn(|| {\n"
+        "    tokio::runtime::Runtime::new().unwrap().block_on(async { 40 + 2 })\n"
+        "}).join().unwrap()",
+    )
+    ok(reply, msgs)
+    assert result_text(msgs) == "42"
+
+
+def test_cells_share_one_copy_of_tokio(kc):
+    """The single copy, shown on the binaries: a cell's shared object defines no tokio code
+    and no thread-locals of its own; it links the runtime library's shared object."""
+    ok(*run(kc, "let handle_from_cell = tokio::runtime::Handle::current();\n"
+                "tokio::spawn(async { 1 }).await.unwrap()"))
+    reply, msgs = run(kc, ":last_compile_dir")
+    ok(reply, msgs)
+    compile_dir = Path((result_text(msgs) or stream_text(msgs)).strip().strip('"'))
+    builds = compile_dir / "target" / "x86_64-unknown-linux-gnu" / "debug"
+    cells = sorted(builds.glob("libcode_*.so"), key=lambda p: p.stat().st_mtime)
+    assert cells, f"no cell shared objects in {builds}"
+    cell = cells[-1]
+    sections = subprocess.run(["readelf", "-SW", str(cell)], capture_output=True, text=True,
+                              check=True).stdout
+    assert ".tdata" not in sections and ".tbss" not in sections, "the cell has thread-locals"
+    defined = subprocess.run(["nm", "-D", "--defined-only", "-C", str(cell)],
+                             capture_output=True, text=True, check=True).stdout
+    assert not re.search(r"\btokio::runtime::", defined), "the cell defines tokio's runtime"
+    needed = subprocess.run(["readelf", "-dW", str(cell)], capture_output=True, text=True,
+                            check=True).stdout
+    assert "librust_async" in needed, needed
+    flush(kc)
