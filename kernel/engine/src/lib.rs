@@ -153,6 +153,7 @@ impl Engine {
         sink: EventSink,
         template: Option<&Path>,
     ) -> Result<Engine, EngineError> {
+        let timing = Timing::from_env();
         remove_abandoned_work_dirs();
         let work_dir = tempfile::Builder::new().prefix(WORK_DIR_PREFIX).tempdir()?;
         std::fs::write(work_dir.path().join(OWNER_FILE), std::process::id().to_string())?;
@@ -160,6 +161,7 @@ impl Engine {
         let listener = std::os::unix::net::UnixListener::bind(&socket_path)?;
         let output = Arc::new(OutputReader::start(listener, sink));
         let cell_dir = template.map_or_else(|| work_dir.path().join("cell"), Path::to_path_buf);
+        runtime_library::write_cargo_profile(&cell_dir)?;
         let config_dir = work_dir.path().join("config");
         std::fs::create_dir_all(&config_dir)?;
         // evcxr reads these in this process; the user process gets the socket path only.
@@ -174,6 +176,7 @@ impl Engine {
         for channel in [evcxr_outputs.stdout, evcxr_outputs.stderr] {
             std::thread::spawn(move || for _ in channel {});
         }
+        timing.note("evcxr context (rust-analyzer, first compile)");
         let process = eval_context.process_handle();
         library.seed_cell_dir(&cell_dir, template.is_some())?;
         let mut state = eval_context.state();
@@ -181,9 +184,11 @@ impl Engine {
         state
             .add_dep("tokio", &library.dependency_spec())
             .map_err(|error| EngineError::Evcxr(error.to_string()))?;
+        timing.note("runtime library seeded");
         output.begin_cell(silent_input(), None);
         let prelude = eval_context.eval_with_state(PRELUDE, state);
         let fate = output.finish_cell(Duration::from_secs(5));
+        timing.note("prelude (async mode on)");
         if let CellOutcome::Failure(error) = outcome(PRELUDE, "", prelude, fate, false) {
             return Err(EngineError::Evcxr(format!(
                 "the kernel's prelude failed: {}\n{}",
@@ -338,6 +343,22 @@ fn outcome(
         }
         Err(evcxr::Error::SubprocessTerminated(message)) => failure(diagnostics::process_died(&message)),
         Err(error) => failure(diagnostics::evaluation_error(&error.to_string())),
+    }
+}
+
+/// With `RUST_ASYNC_TIMING` set, the engine reports how long each start-up phase took
+/// (on the kernel's stderr, which is the Jupyter server's log): for `scripts/bench` and tuning.
+struct Timing(Option<std::time::Instant>);
+
+impl Timing {
+    fn from_env() -> Timing {
+        Timing(std::env::var_os("RUST_ASYNC_TIMING").map(|_| std::time::Instant::now()))
+    }
+
+    fn note(&self, phase: &str) {
+        if let Some(start) = self.0 {
+            eprintln!("rust-async timing: {phase}: {:.2}s since start", start.elapsed().as_secs_f64());
+        }
     }
 }
 

@@ -53,6 +53,7 @@ impl RuntimeLibrary {
             inputs.push_str(&std::fs::read_to_string(self.source.join(file)).unwrap_or_default());
         }
         inputs.push_str(crate::PRELUDE);
+        inputs.push_str("cells at opt-level 0, dependencies at 2");
         let rustc = Command::new("rustc").arg("-vV").output().map(|out| out.stdout).unwrap_or_default();
         inputs.push_str(&String::from_utf8_lossy(&rustc));
         // FNV-1a: a stable fingerprint without another dependency.
@@ -125,6 +126,19 @@ impl RuntimeLibrary {
         }
         Ok(())
     }
+}
+
+/// Cells compile unoptimised (a cell is small and runs once: compile time is what the student
+/// waits for), while the runtime library and tokio stay optimised. evcxr writes the cell crate's
+/// own `.cargo/config.toml`; cargo also reads one in the parent directory, where this goes.
+/// The template is prepared with the same profile, so kernels find its build fresh.
+pub(crate) fn write_cargo_profile(cell_dir: &Path) -> std::io::Result<()> {
+    let Some(parent) = cell_dir.parent() else { return Ok(()) };
+    std::fs::create_dir_all(parent.join(".cargo"))?;
+    std::fs::write(
+        parent.join(".cargo/config.toml"),
+        "[profile.dev]\nopt-level = 0\n\n[profile.dev.package.\"*\"]\nopt-level = 2\n",
+    )
 }
 
 fn copy_template(template: &Path, cell_dir: &Path) -> std::io::Result<()> {
