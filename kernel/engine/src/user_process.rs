@@ -56,6 +56,7 @@ pub fn prepare() {
 
 fn rewire_streams(socket_path: &std::path::Path) -> std::io::Result<()> {
     let kernel = UnixStream::connect(socket_path)?;
+    install_read_interrupt_signal();
     let kernel_writer = Arc::new(Mutex::new(kernel.try_clone()?));
 
     let name = |suffix: &str| format!("rust-async-{}-{suffix}", std::process::id());
@@ -214,36 +215,65 @@ fn answer_stdin_reads(
 
 /// True while a cell runs and one of its threads is blocked in `read(0, ..)`.
 fn user_code_is_reading_stdin() -> bool {
-    if !CELL_RUNNING.load(Ordering::SeqCst) {
-        return false;
-    }
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return false;
-    };
-    tasks.flatten().any(|task| {
-        let path = task.path();
-        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if name.starts_with("rust-async-stdi") || name.starts_with("rust-async-inpu") {
-            return false;
-        }
-        let syscall = std::fs::read_to_string(path.join("syscall")).unwrap_or_default();
-        let mut fields = syscall.split_whitespace();
-        // x86_64: read is syscall 0, readv 19; the first argument is the descriptor.
-        matches!(fields.next(), Some("0") | Some("19")) && fields.next() == Some("0x0")
-    })
+    CELL_RUNNING.load(Ordering::SeqCst) && !threads_reading_stdin().is_empty()
 }
 
 /// Set while evcxr's loop runs a cell (from `LOAD_AND_RUN` to `EVCXR_EXECUTION_COMPLETE`):
 /// only then can a reader of fd 0 be user code rather than evcxr's loop waiting for work.
 static CELL_RUNNING: AtomicBool = AtomicBool::new(false);
 
-/// Ends a blocked read with end of input: fd 0 moves to a fresh pipe (which the broker feeds
-/// from now on) and the old pipe's only write end is closed, so the pending read returns 0.
-fn end_blocked_read(stdin: &mut std::fs::File) {
-    if let Ok((read_end, write_end)) = pipe() {
-        // SAFETY: pointing our own fd 0 at a pipe we own.
-        unsafe { libc::dup2(read_end.as_raw_fd(), 0) };
-        *stdin = std::fs::File::from(write_end);
+/// Makes the blocked read fail at once. fd 0 is pointed at a second, non-blocking open of the
+/// same pipe, and the reading thread gets a signal that interrupts its `read`; std retries the
+/// read on fd 0, which now fails with "would block" instead of waiting. When the cell ends, the
+/// runtime library makes fd 0 blocking again, so evcxr's loop reads its next command as usual.
+fn end_blocked_read(_stdin: &mut std::fs::File) {
+    // SAFETY: opening our own fd 0 anew (a pipe: a new open file description of it), pointing
+    // fd 0 at it, and signalling our own threads, whose SIGUSR2 handler does nothing.
+    unsafe {
+        let path = c"/proc/self/fd/0";
+        let nonblocking = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC);
+        if nonblocking < 0 {
+            return;
+        }
+        libc::dup2(nonblocking, 0);
+        libc::close(nonblocking);
+        for thread in threads_reading_stdin() {
+            libc::syscall(libc::SYS_tgkill, std::process::id(), thread, libc::SIGUSR2);
+        }
+    }
+}
+
+/// Threads (other than our service threads) blocked in `read(0, ..)`.
+fn threads_reading_stdin() -> Vec<libc::pid_t> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return vec![];
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            let path = task.path();
+            let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            if name.starts_with("rust-async-stdi") || name.starts_with("rust-async-inpu") {
+                return false;
+            }
+            let syscall = std::fs::read_to_string(path.join("syscall")).unwrap_or_default();
+            let mut fields = syscall.split_whitespace();
+            // x86_64: read is syscall 0, readv 19; the first argument is the descriptor.
+            matches!(fields.next(), Some("0") | Some("19")) && fields.next() == Some("0x0")
+        })
+        .filter_map(|task| task.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// SIGUSR2 only interrupts a blocked `read` (installed without SA_RESTART).
+fn install_read_interrupt_signal() {
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: installing a handler that does nothing.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut());
     }
 }
 

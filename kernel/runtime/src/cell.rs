@@ -111,6 +111,19 @@ impl Drop for CellEnd {
     fn drop(&mut self) {
         flush_std_streams();
         crate::interrupt::clear();
+        stdin_blocking_again();
+    }
+}
+
+/// A refused stdin read leaves fd 0 non-blocking (see the engine's `user_process`); evcxr's
+/// loop, which reads its next command from fd 0 right after the cell, needs it blocking.
+fn stdin_blocking_again() {
+    // SAFETY: reading and setting the status flags of our own fd 0.
+    unsafe {
+        let flags = libc::fcntl(0, libc::F_GETFL);
+        if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
+            libc::fcntl(0, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
     }
 }
 
