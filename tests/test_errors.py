@@ -204,3 +204,24 @@ def test_execution_count_and_silent(fresh_kernel):
     reply, msgs = run(kc, "more")
     assert reply["content"]["execution_count"] == 4
     assert result_text(msgs) == "1"
+
+
+def test_segfault_is_named_and_shows_no_internal_backtrace(kc):
+    reply, msgs = run(kc, "unsafe { std::ptr::write_volatile(std::ptr::null_mut::<u8>(), 1); }")
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KernelRestarted"
+    assert "segmentation fault" in reply["content"]["evalue"]
+    assert stream_text(msgs, "stderr") == "", "kernel internals leaked to stderr"
+    reply, msgs = run(kc, 'println!("after the crash");')
+    assert reply["content"]["status"] == "ok"
+    assert stream_text(msgs) == "after the crash\n"
+
+
+def test_flood_of_output_arrives_whole_in_order_and_merged(kc):
+    reply, msgs = run(kc, 'for i in 0..100000 { println!("line {i}"); }', timeout=120)
+    assert reply["content"]["status"] == "ok"
+    text = stream_text(msgs)
+    lines = text.splitlines()
+    assert lines == [f"line {i}" for i in range(100000)]
+    stream_messages = [m for m in msgs if m["msg_type"] == "stream"]
+    assert len(stream_messages) < 100000 / 10, len(stream_messages)

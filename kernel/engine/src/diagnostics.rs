@@ -219,10 +219,23 @@ pub(crate) fn interrupted_by_restart() -> CellError {
 
 pub(crate) fn process_died(detail: &str) -> CellError {
     let detail = detail.trim();
+    let status = detail.lines().last().unwrap_or("no detail");
+    let cause = if status.contains("SIGSEGV") || status.contains("SIGBUS") {
+        "it crashed: the code touched memory it must not (a segmentation fault, usually from \
+         `unsafe` code or a stack overflow)"
+    } else if status.contains("SIGKILL") {
+        "it was killed, perhaps for using too much memory"
+    } else if status.contains("SIGABRT") {
+        "it aborted (for example a panic while panicking, or `std::process::abort`)"
+    } else if status.contains("exit status") {
+        "the code called `std::process::exit`"
+    } else {
+        "it ended unexpectedly"
+    };
     let message = format!(
-        "The process running your code died ({}), and the kernel restarted it. All variables and \
-         running tasks were lost; functions, types and `use` items you defined are kept.",
-        detail.lines().last().unwrap_or("no detail")
+        "The process running your code died: {cause} ({status}). The kernel restarted it: all \
+         variables and running tasks were lost; functions, types and `use` items you defined \
+         are kept."
     );
     let mut traceback = vec![format!("{RED}KernelRestarted{RESET}: {message}")];
     traceback.extend(detail.lines().map(str::to_owned));

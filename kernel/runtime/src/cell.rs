@@ -34,6 +34,7 @@ pub(crate) fn shared_runtime() -> &'static tokio::runtime::Runtime {
     SHARED_RUNTIME.get_or_init(|| {
         install_panic_hook();
         exit_without_teardown();
+        die_quietly_on_crash();
         crate::interrupt::install();
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -214,4 +215,22 @@ fn exit_without_teardown() {
     }
     // SAFETY: registering a handler with no captured state.
     unsafe { on_exit(leave, std::ptr::null_mut()) };
+}
+
+/// evcxr's crash handler prints a backtrace of the kernel's internals and aborts, which hides
+/// what happened. A crash in a cell (a segfault in `unsafe` code, say) instead ends the process
+/// by the signal itself, which the kernel names in plain words.
+fn die_quietly_on_crash() {
+    extern "C" fn crash(signal: libc::c_int) {
+        // SAFETY: restoring the default action and raising the signal again are
+        // async-signal-safe; the process ends by `signal`.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+        }
+    }
+    for signal in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
+        // SAFETY: installing a handler that only uses async-signal-safe calls.
+        unsafe { libc::signal(signal, crash as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+    }
 }

@@ -23,6 +23,9 @@ use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
 
 type Iopub = mpsc::UnboundedSender<Message>;
 
+/// Stream text merged into one iopub message stops growing past this size.
+const MAX_STREAM_MESSAGE: usize = 256 * 1024;
+
 struct Shared {
     signer: Signer,
     session: String,
@@ -86,6 +89,7 @@ pub async fn run(connection_file: &str) -> anyhow::Result<()> {
         parents_by_cell: HashMap::new(),
         last_parent: None,
         interrupter,
+        requeued: None,
     };
     tokio::select! {
         () = shell_loop.serve(&mut shell) => {}
@@ -228,6 +232,8 @@ struct ShellLoop {
     parents_by_cell: HashMap<u64, Message>,
     last_parent: Option<Message>,
     interrupter: Arc<Mutex<Option<Interrupter>>>,
+    /// An engine message taken while merging output, to be handled next.
+    requeued: Option<FromEngine>,
 }
 
 enum Handled {
@@ -278,8 +284,40 @@ impl ShellLoop {
 
     fn idle_output(&mut self, event: FromEngine) {
         if let FromEngine::Event(event) = event {
-            self.publish_event(event);
+            self.publish_events(event);
         }
+    }
+
+    /// Publishes `first` and whatever output events are already queued behind it, merging
+    /// consecutive text of one stream and one cell into one message: a cell printing 100 000
+    /// lines makes a few hundred messages, not 100 000, and nothing is reordered or dropped.
+    /// (A `Finished` queued behind them is put back in front by publishing up to it only.)
+    fn publish_events(&mut self, first: EngineEvent) {
+        let mut pending = first;
+        loop {
+            let next = match self.engine_output.try_recv() {
+                Ok(FromEngine::Event(next)) => next,
+                Ok(other) => {
+                    self.publish_event(pending);
+                    self.requeued = Some(other);
+                    return;
+                }
+                Err(_) => break,
+            };
+            pending = match (pending, next) {
+                (
+                    EngineEvent::Output { cell, output: Output::Stream { name, text } },
+                    EngineEvent::Output { cell: next_cell, output: Output::Stream { name: next_name, text: next_text } },
+                ) if cell == next_cell && name == next_name && text.len() < MAX_STREAM_MESSAGE => {
+                    EngineEvent::Output { cell, output: Output::Stream { name, text: text + &next_text } }
+                }
+                (done, next) => {
+                    self.publish_event(done);
+                    next
+                }
+            };
+        }
+        self.publish_event(pending);
     }
 
     fn publish_event(&mut self, event: EngineEvent) {
@@ -460,9 +498,16 @@ impl ShellLoop {
         if !self.engine.send(Job::Execute { code: code.to_owned(), input }) {
             return CellOutcome::Failure(engine_gone("the engine thread has stopped"));
         }
-        while let Some(event) = self.engine_output.recv().await {
+        loop {
+            let event = match self.requeued.take() {
+                Some(event) => event,
+                None => match self.engine_output.recv().await {
+                    Some(event) => event,
+                    None => break,
+                },
+            };
             match event {
-                FromEngine::Event(event) => self.publish_event(event),
+                FromEngine::Event(event) => self.publish_events(event),
                 FromEngine::Finished(outcome) => return outcome,
                 FromEngine::StartFailed(message) => return CellOutcome::Failure(engine_gone(&message)),
             }
