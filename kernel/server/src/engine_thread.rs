@@ -25,7 +25,6 @@ pub enum FromEngine {
 
 pub struct EngineHandle {
     jobs: mpsc::Sender<Job>,
-    pub interrupter: oneshot::Receiver<Interrupter>,
 }
 
 impl EngineHandle {
@@ -43,7 +42,8 @@ impl EngineHandle {
     }
 }
 
-pub fn spawn(events: UnboundedSender<FromEngine>) -> EngineHandle {
+/// Starts the engine thread. The receiver yields the engine's interrupter once it is up.
+pub fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receiver<Interrupter>) {
     let (jobs, job_queue) = mpsc::channel::<Job>();
     let (interrupter_sender, interrupter) = oneshot::channel();
     std::thread::Builder::new()
@@ -83,7 +83,7 @@ pub fn spawn(events: UnboundedSender<FromEngine>) -> EngineHandle {
             }
         })
         .expect("could not start the engine thread");
-    EngineHandle { jobs, interrupter }
+    (EngineHandle { jobs }, interrupter)
 }
 
 fn serve_without_engine(jobs: mpsc::Receiver<Job>, events: &UnboundedSender<FromEngine>, error: String) {

@@ -71,11 +71,19 @@ pub async fn run(connection_file: &str) -> anyhow::Result<()> {
     shared.publish(None, "status", json!({ "execution_state": "starting" }));
 
     let (engine_events, engine_output) = mpsc::unbounded_channel();
-    let engine = engine_thread::spawn(engine_events);
+    let (engine, engine_ready) = engine_thread::spawn(engine_events);
     let (input_requests, input_queue) = mpsc::unbounded_channel();
     tokio::spawn(serve_stdin(stdin, input_queue, Arc::clone(&shared)));
 
     let interrupter = Arc::new(Mutex::new(None::<Interrupter>));
+    tokio::spawn({
+        let interrupter = Arc::clone(&interrupter);
+        async move {
+            if let Ok(ready) = engine_ready.await {
+                *interrupter.lock().await = Some(ready);
+            }
+        }
+    });
     let (shutdown_sender, mut shutdown) = mpsc::unbounded_channel::<bool>();
     tokio::spawn(serve_control(control, Arc::clone(&shared), Arc::clone(&interrupter), shutdown_sender));
 
@@ -443,15 +451,7 @@ impl ShellLoop {
             shared.publish(Some(request), "execute_input", json!({ "code": execute.code, "execution_count": count }));
         }
         self.last_parent = Some(request.clone());
-        if self.interrupter.lock().await.is_none() {
-            // First execution: the engine is up once it hands out its interrupter.
-        }
         let outcome = self.run_cell(request, &execute.code, execute.allow_stdin).await;
-        if self.interrupter.lock().await.is_none() {
-            if let Ok(interrupter) = self.engine.interrupter.try_recv() {
-                *self.interrupter.lock().await = Some(interrupter);
-            }
-        }
         match outcome {
             CellOutcome::Success { result } => {
                 if let Some(text) = result.as_ref().and_then(|data| data.get("text/plain")?.as_str()) {
