@@ -1,7 +1,7 @@
 """The standard Jupyter kernel conformance suite (jupyter_kernel_test) against rust-async.
 
-Every sample the suite offers is filled in, except `code_page_something` (the kernel has no
-pager payloads) and the separate IopubWelcomeTests (no JEP 65 iopub_welcome).
+Every sample the suite offers is filled in (the separate IopubWelcomeTests are not run: the
+kernel sends no JEP 65 iopub_welcome).
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class RustAsyncKernelTests(jupyter_kernel_test.KernelTests):
     supported_history_operations = ("tail", "range", "search")
 
     code_inspect_sample = "Vec"
+    code_page_something = "Vec?"
 
     code_clear_output = "tokio::display::clear_output(false);"
 

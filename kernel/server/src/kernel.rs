@@ -451,6 +451,18 @@ impl ShellLoop {
             shared.publish(Some(request), "execute_input", json!({ "code": execute.code, "execution_count": count }));
         }
         self.last_parent = Some(request.clone());
+        if let Some(name) = help_request(&execute.code) {
+            // `tokio::spawn?` pages the documentation, as `?` does in IPython.
+            let (answer, documentation) = oneshot::channel();
+            self.engine.send(Job::Inspect { code: name.to_owned(), cursor: name.chars().count(), reply: answer });
+            let page = match documentation.await.ok().flatten() {
+                Some((text, markdown)) => json!({ "text/plain": text, "text/markdown": markdown }),
+                None => json!({ "text/plain": format!("No documentation found for `{name}`.") }),
+            };
+            let payload = json!([{ "source": "page", "data": page, "start": 0 }]);
+            reply(shell, &shared, request, "execute_reply", json!({ "status": "ok", "execution_count": count, "user_expressions": {}, "payload": payload })).await;
+            return Handled::Ok;
+        }
         let outcome = self.run_cell(request, &execute.code, execute.allow_stdin).await;
         match outcome {
             CellOutcome::Success { result } => {
@@ -520,6 +532,31 @@ impl ShellLoop {
             CellOutcome::Success { result } => json!({ "status": "ok", "data": result.unwrap_or_default(), "metadata": {} }),
             CellOutcome::Failure(error) => json!({ "status": "error", "ename": error.name, "evalue": error.message, "traceback": error.traceback }),
         }
+    }
+}
+
+/// `path::to::item?` or `Type?` alone in a cell asks for its documentation. A lone lowercase
+/// name (`value?`) stays code: it is the `?` operator on a variable.
+fn help_request(code: &str) -> Option<&str> {
+    let name = code.trim().strip_suffix('?')?;
+    let is_path = !name.is_empty()
+        && name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == ':')
+        && !name.starts_with(char::is_numeric);
+    let unambiguous = name.contains("::") || name.starts_with(char::is_uppercase);
+    (is_path && unambiguous).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::help_request;
+
+    #[test]
+    fn help_is_asked_for_paths_and_types_not_variables() {
+        assert_eq!(help_request("tokio::spawn?"), Some("tokio::spawn"));
+        assert_eq!(help_request(" Vec?\n"), Some("Vec"));
+        assert_eq!(help_request("value?"), None);
+        assert_eq!(help_request("f()?"), None);
+        assert_eq!(help_request("let x = 1;"), None);
     }
 }
 
