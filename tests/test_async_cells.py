@@ -289,3 +289,15 @@ def test_cells_share_one_copy_of_tokio(kc):
                             check=True).stdout
     assert "librust_async" in needed, needed
     flush(kc)
+
+
+def test_a_future_borrowing_the_cell_is_explained(kc):
+    reply, msgs = run(kc, "let x = 5;\nlet borrowing = async { x + 1 };")
+    assert reply["content"]["ename"] == "CompileError"
+    assert "borrows variables of this cell" in reply["content"]["evalue"]
+    assert "async move" in "\n".join(reply["content"]["traceback"])
+    reply, msgs = run(kc, "let y = 5;\nlet owning = async move { y + 1 };")
+    ok(reply, msgs)
+    reply, msgs = run(kc, "owning.await")
+    ok(reply, msgs)
+    assert result_text(msgs) == "6"

@@ -27,6 +27,15 @@ fn compile_hint(code: Option<&str>, text: &str) -> Option<&'static str> {
         );
     }
     match code {
+        Some("E0373") if text.contains("async block") => Some(
+            "this async block borrows a variable, but a future that is kept for later or spawned \
+             must own what it uses: write `async move { ... }` (clone the value first if you \
+             still need it here).",
+        ),
+        Some("E0658") if text.contains("`!` type") => Some(
+            "a block that always panics has the \"never\" type `!`, which a variable cannot \
+             keep. Give it a normal ending, e.g. `async { if true { panic!(\"...\") } }`.",
+        ),
         Some("E0728") => Some(
             "`.await` only works inside an `async fn` or an `async { }` block. The cell itself is \
              async, but the function around this `.await` is not: declare it `async fn` and call \
@@ -195,6 +204,23 @@ pub(crate) fn question_mark_error(type_name: Option<&str>, text: &str) -> CellEr
     }
 }
 
+/// `let name = <future>;` where the future borrows from the cell, so it cannot be kept.
+pub(crate) fn future_not_kept(name: &str, errors: &[evcxr::CompilationError]) -> CellError {
+    let message = format!(
+        "`{name}` is a future that borrows variables of this cell, so it cannot be kept for a \
+         later cell."
+    );
+    let mut traceback = vec![format!("{RED}CompileError{RESET}{BOLD}: {message}{RESET}")];
+    if let Some(error) = errors.first() {
+        traceback.push(format!("  rustc: {}", error.message()));
+    }
+    traceback.push(hint_line(
+        "write `async move { ... }` so the future owns what it uses (clone a value first if \
+         you still need it), or `.await` it in this cell.",
+    ));
+    CellError { name: "CompileError".into(), message, traceback }
+}
+
 pub(crate) fn interrupted() -> CellError {
     let message = "The cell was interrupted: its future was dropped at the await point where it \
                    was waiting. Variables from earlier cells and tasks it did not own are kept.";
@@ -292,6 +318,12 @@ mod tests {
         assert_eq!(error.name, "DependencyError");
         assert!(error.message.contains("built into this kernel"));
         assert!(refuse_tokio_dependency(":dep tokio-util = \"0.7\"").is_none());
+    }
+
+    #[test]
+    fn borrowing_async_block_gets_a_hint() {
+        let hint = compile_hint(Some("E0373"), "async block may outlive the current function, but it borrows `x`");
+        assert!(hint.unwrap().contains("async move"));
     }
 
     #[test]

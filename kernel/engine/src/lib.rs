@@ -228,8 +228,15 @@ impl Engine {
         while let Err(evcxr::Error::Message(message)) = &result {
             let Some((name, output)) = future_values::unpersistable_future(message) else { break };
             let Some(rewritten) = future_values::box_future_binding(&code, &name, &output) else { break };
+            let retried = self.context.execute(&rewritten);
+            if let Err(evcxr::Error::CompilationErrors(errors)) = &retried {
+                // The future cannot be kept (it borrows from the cell): explain that, in terms
+                // of the code the student wrote, not of our rewrite.
+                let _ = self.output.finish_cell(Duration::ZERO);
+                return CellOutcome::Failure(diagnostics::future_not_kept(&name, errors));
+            }
             code = std::borrow::Cow::Owned(rewritten);
-            result = self.context.execute(&code);
+            result = retried;
         }
         if let Err(evcxr::Error::CompilationErrors(_)) = &result {
             if let Some(rewritten) = future_values::heap_pin_statements(&code) {
