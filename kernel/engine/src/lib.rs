@@ -229,7 +229,8 @@ impl Engine {
             let Some((name, output)) = future_values::unpersistable_future(message) else { break };
             let Some(rewritten) = future_values::box_future_binding(&code, &name, &output) else { break };
             let retried = self.context.execute(&rewritten);
-            if let Err(evcxr::Error::CompilationErrors(errors)) = &retried {
+            let has_pin = future_values::heap_pin_statements(&rewritten).is_some();
+            if let (Err(evcxr::Error::CompilationErrors(errors)), false) = (&retried, has_pin) {
                 // The future cannot be kept (it borrows from the cell): explain that, in terms
                 // of the code the student wrote, not of our rewrite.
                 let _ = self.output.finish_cell(Duration::ZERO);
