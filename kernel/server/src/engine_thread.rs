@@ -65,14 +65,21 @@ pub fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Rec
             for job in job_queue {
                 match job {
                     Job::Execute { code, input } => {
-                        let outcome = engine.execute(&code, input);
+                        let outcome = guarded(|| engine.execute(&code, input)).unwrap_or_else(|message| {
+                            CellOutcome::Failure(rust_async_engine::CellError {
+                                name: "KernelError".into(),
+                                message: format!("The kernel failed while running this cell: {message}"),
+                                traceback: vec![format!("\x1b[1;31mKernelError\x1b[0m: {message}")],
+                            })
+                        });
                         let _ = events.send(FromEngine::Finished(outcome));
                     }
                     Job::Complete { code, cursor, reply } => {
-                        let _ = reply.send(engine.complete(&code, cursor));
+                        let none = Completions { matches: vec![], cursor_start: cursor, cursor_end: cursor };
+                        let _ = reply.send(guarded(|| engine.complete(&code, cursor)).unwrap_or(none));
                     }
                     Job::Inspect { code, cursor, reply } => {
-                        let _ = reply.send(engine.inspect(&code, cursor));
+                        let _ = reply.send(guarded(|| engine.inspect(&code, cursor)).ok().flatten());
                     }
                     Job::Shutdown { done } => {
                         drop(engine);
@@ -84,6 +91,18 @@ pub fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Rec
         })
         .expect("could not start the engine thread");
     (EngineHandle { jobs }, interrupter)
+}
+
+/// A panic inside evcxr (rust-analyzer, say) must not take the engine thread, and with it
+/// every later cell, down: it becomes this request's failure.
+fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "an internal error".to_owned())
+    })
 }
 
 fn serve_without_engine(jobs: mpsc::Receiver<Job>, events: &UnboundedSender<FromEngine>, error: String) {
