@@ -38,7 +38,7 @@ pub(crate) struct PanicRecord {
 #[derive(Default)]
 struct Shared {
     fate: CellFate,
-    /// Cell numbers the front end already heard about, so outputs are credited to cells.
+    /// The cell that output arriving now is credited to (from `cell-start` / `output-of`).
     current_cell: Option<u64>,
     input: Option<InputReader>,
     /// Set while an interrupt waits for the cell to start running.

@@ -47,10 +47,16 @@ impl RuntimeLibrary {
 
     /// What the template was built from: the library's sources, its lock file and the compiler.
     fn fingerprint(&self) -> String {
+        let mut files = vec![self.source.join("Cargo.toml"), self.source.join("Cargo.lock")];
+        let mut sources: Vec<PathBuf> = std::fs::read_dir(self.source.join("src"))
+            .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+            .unwrap_or_default();
+        sources.sort();
+        files.extend(sources);
         let mut inputs = String::new();
-        for file in ["Cargo.toml", "Cargo.lock", "src/lib.rs", "src/cell.rs", "src/display.rs",
-                     "src/interrupt.rs", "src/pending.rs", "src/protocol.rs"] {
-            inputs.push_str(&std::fs::read_to_string(self.source.join(file)).unwrap_or_default());
+        for file in files {
+            inputs.push_str(&file.display().to_string());
+            inputs.push_str(&std::fs::read_to_string(file).unwrap_or_default());
         }
         inputs.push_str(crate::PRELUDE);
         inputs.push_str("cells at opt-level 0, dependencies at 2");

@@ -144,6 +144,11 @@ async fn reply(socket: &mut zeromq::RouterSocket, shared: &Shared, parent: &Mess
     }
 }
 
+/// The reply to a request type this kernel does not handle.
+fn unsupported(msg_type: &str) -> Value {
+    json!({ "status": "error", "ename": "UnsupportedRequest", "evalue": format!("{msg_type} is not supported"), "traceback": [] })
+}
+
 fn kernel_info() -> Value {
     let rustc = std::process::Command::new("rustc").arg("--version").output().ok();
     let version = rustc
@@ -202,7 +207,7 @@ async fn serve_control(
             other => {
                 let msg_type = other.message_type().to_owned();
                 let reply_type = content::reply_type_for(&msg_type);
-                reply(&mut socket, &shared, &request, &reply_type, json!({ "status": "error", "ename": "UnsupportedRequest", "evalue": format!("{msg_type} is not supported"), "traceback": [] })).await;
+                reply(&mut socket, &shared, &request, &reply_type, unsupported(&msg_type)).await;
             }
         }
         shared.status(&request, "idle");
@@ -427,7 +432,7 @@ impl ShellLoop {
                 eprintln!("rust-async: unsupported request {msg_type}");
                 if msg_type.ends_with("_request") {
                     let reply_type = content::reply_type_for(&msg_type);
-                    reply(shell, &shared, request, &reply_type, json!({ "status": "error", "ename": "UnsupportedRequest", "evalue": format!("{msg_type} is not supported"), "traceback": [] })).await;
+                    reply(shell, &shared, request, &reply_type, unsupported(&msg_type)).await;
                 }
             }
         }
