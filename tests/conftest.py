@@ -348,3 +348,17 @@ def rust_str(value: str) -> str:
     """A Rust string literal for `value` (ASCII text)."""
     assert value.isascii(), value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def execute_notebook(nb: Any, path: Path, cell_timeout: float = 120) -> None:
+    """Runs `nb` top to bottom with nbclient in a fresh rust-async kernel, in directory `path`,
+    as a grader does (raises nbclient's CellExecutionError on an unexpected error)."""
+    from nbclient import NotebookClient
+
+    NotebookClient(
+        nb,
+        kernel_name=KERNEL_NAME,
+        timeout=cell_timeout,
+        startup_timeout=STARTUP_TIMEOUT,
+        resources={"metadata": {"path": str(path)}},
+    ).execute()

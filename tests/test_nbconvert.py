@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 
-from conftest import DISPLAY_NAME, KERNEL_NAME, STARTUP_TIMEOUT, plain
+from conftest import DISPLAY_NAME, KERNEL_NAME, STARTUP_TIMEOUT, execute_notebook, plain
 
 
 # nbclient's limit for one cell (the first one also builds what later cells reuse).
@@ -125,14 +124,7 @@ def test_nbclient_outputs(tmp_path):
         "let answer = tokio::spawn(async { 6 * 7 }).await.unwrap();\nanswer",
         'format!("{:?}", v)',
     )
-    client = NotebookClient(
-        nb,
-        kernel_name=KERNEL_NAME,
-        timeout=CELL_TIMEOUT,
-        startup_timeout=STARTUP_TIMEOUT,
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute()
+    execute_notebook(nb, tmp_path, CELL_TIMEOUT)
     assert outputs(nb, 0) == []
     assert [(o["output_type"], o.get("text")) for o in outputs(nb, 1)] == [("stream", "sum = 10\n")]
     (display,) = outputs(nb, 2)

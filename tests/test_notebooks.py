@@ -14,9 +14,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
-from conftest import DISPLAY_NAME, KERNEL_NAME, REPO, STARTUP_TIMEOUT, plain
+from conftest import DISPLAY_NAME, KERNEL_NAME, REPO, execute_notebook, plain
 
 NOTEBOOKS = REPO / "notebooks"
 # nbclient's limit for one cell (the first one also builds what later cells reuse).
@@ -52,15 +51,8 @@ def executed(name: str) -> nbformat.NotebookNode:
     """Lesson `name` after a run in a fresh kernel (once per test session)."""
     if name not in _executed:
         nb = read(name)
-        client = NotebookClient(
-            nb,
-            kernel_name=KERNEL_NAME,
-            timeout=CELL_TIMEOUT,
-            startup_timeout=STARTUP_TIMEOUT,
-            resources={"metadata": {"path": str(NOTEBOOKS)}},
-        )
         try:
-            client.execute()
+            execute_notebook(nb, NOTEBOOKS, CELL_TIMEOUT)
             _executed[name] = nb
         except BaseException as error:  # remembered, so that later tests do not run it again
             _executed[name] = error
