@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+
+import pytest
 from pathlib import Path
 
 from conftest import (
@@ -176,14 +178,23 @@ def test_interrupting_a_cell_without_await_points_restarts_and_says_so(fresh_ker
     assert stream_text(msgs) == "alive\n"
 
 
-def test_a_late_print_of_a_task_belongs_to_the_cell_that_spawned_it(kc):
-    reply, msgs = run(
-        kc,
-        "tokio::spawn(async {\n"
-        "    tokio::time::sleep(std::time::Duration::from_millis(800)).await;\n"
-        '    println!("late from the first cell");\n'
-        "});",
-    )
+LATE_PRINT = ("async {\n"
+              "    tokio::time::sleep(std::time::Duration::from_millis(800)).await;\n"
+              '    println!("late from the first cell");\n'
+              "}")
+
+
+@pytest.mark.parametrize("spawn", [
+    f"tokio::spawn({LATE_PRINT});",
+    # Every way of spawning on the kernel's runtime carries the cell, not only tokio::spawn.
+    f"let mut late_set = tokio::task::JoinSet::new();\nlate_set.spawn({LATE_PRINT});",
+    f"tokio::runtime::Handle::current().spawn({LATE_PRINT});",
+    # A task spawned by a task (here one spawned through a JoinSet) belongs to the same cell.
+    f"let mut outer_set = tokio::task::JoinSet::new();\n"
+    f"outer_set.spawn(async {{ tokio::spawn({LATE_PRINT}); }});",
+], ids=["tokio-spawn", "joinset", "handle-spawn", "task-of-a-task"])
+def test_a_late_print_of_a_task_belongs_to_the_cell_that_spawned_it(kc, spawn):
+    reply, msgs = run(kc, spawn)
     ok(reply, msgs)
     first_id = reply["parent_header"]["msg_id"]
     # A second cell runs while the task prints.

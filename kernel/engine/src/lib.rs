@@ -181,6 +181,8 @@ impl Engine {
         library.seed_cell_dir(&cell_dir, template.is_some())?;
         let mut state = eval_context.state();
         state.set_offline_mode(true);
+        // Replaces evcxr's own RUSTFLAGS (only `-Cprefer-dynamic`, with no lld installed).
+        state.set_build_env("RUSTFLAGS", runtime_library::CELL_RUSTFLAGS);
         state
             .add_dep("tokio", &library.dependency_spec())
             .map_err(|error| EngineError::Evcxr(error.to_string()))?;

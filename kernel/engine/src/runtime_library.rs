@@ -12,6 +12,11 @@ use crate::{Engine, EngineError, EventSink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The flags cells, the runtime library and tokio are compiled with: evcxr's dynamic linking
+/// of std (every cell must share one std and one tokio), and tokio's unstable API, for the
+/// task hooks that credit a task's output to the cell that spawned it.
+pub(crate) const CELL_RUSTFLAGS: &str = "-Cprefer-dynamic --cfg tokio_unstable";
+
 pub struct RuntimeLibrary {
     /// The runtime library's crate (kernel/runtime in the checkout).
     source: PathBuf,
@@ -60,6 +65,7 @@ impl RuntimeLibrary {
         }
         inputs.push_str(crate::PRELUDE);
         inputs.push_str("cells at opt-level 0, dependencies at 2");
+        inputs.push_str(CELL_RUSTFLAGS);
         let rustc = Command::new("rustc").arg("-vV").output().map(|out| out.stdout).unwrap_or_default();
         inputs.push_str(&String::from_utf8_lossy(&rustc));
         // FNV-1a: a stable fingerprint without another dependency.

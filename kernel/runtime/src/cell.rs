@@ -5,8 +5,9 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 static SHARED_RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -18,6 +19,19 @@ static ANNOUNCED_CELL: AtomicU64 = AtomicU64::new(0);
 thread_local! {
     /// The cell the code running on this thread belongs to; 0 when unknown.
     static CURRENT_CELL: Cell<u64> = const { Cell::new(0) };
+    /// What `CURRENT_CELL` was before the task being polled on this thread put its own in force.
+    static BEFORE_TASK_POLL: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The cell each task of the shared runtime belongs to, by task id: the cell whose code (or
+/// whose task) spawned it, whatever the way: `tokio::spawn`, a `JoinSet`, `Handle::spawn`, a
+/// library spawning for the student. Put in force around each poll of the task by the
+/// runtime's task hooks (tokio's `tokio_unstable` API: cells are built with that cfg).
+static TASK_CELLS: OnceLock<Mutex<HashMap<tokio::task::Id, u64>>> = OnceLock::new();
+
+fn task_cells() -> std::sync::MutexGuard<'static, HashMap<tokio::task::Id, u64>> {
+    let cells = TASK_CELLS.get_or_init(Default::default);
+    cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The thread evcxr runs cells on. It is the thread of the first `Runtime::new()` in the
@@ -39,6 +53,30 @@ pub(crate) fn shared_runtime() -> &'static tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("rust-async-worker")
+            .on_task_spawn(|task| {
+                let cell = current_cell();
+                if cell != 0 {
+                    task_cells().insert(task.id(), cell);
+                }
+            })
+            .on_before_task_poll(|task| {
+                let cell = task_cells().get(&task.id()).copied();
+                let previous = CURRENT_CELL.with(|current| match cell {
+                    Some(cell) => current.replace(cell),
+                    None => current.get(),
+                });
+                BEFORE_TASK_POLL.with(|before| before.set(previous));
+                if let Some(cell) = cell {
+                    announce(cell);
+                }
+            })
+            .on_after_task_poll(|_| {
+                let previous = BEFORE_TASK_POLL.with(Cell::get);
+                CURRENT_CELL.with(|current| current.set(previous));
+            })
+            .on_task_terminate(|task| {
+                task_cells().remove(&task.id());
+            })
             .build()
             .expect("the kernel could not start its tokio runtime")
     })

@@ -12,7 +12,9 @@
 //!   runtime, as students expect when they write `Runtime::new()` in a program-like example.
 //! - `spawn`, `task::spawn`, `task::spawn_blocking`: the task inherits the identity of the cell
 //!   that spawned it, so what it prints later is shown under that cell (like ipykernel's
-//!   ContextVar).
+//!   ContextVar). Tasks spawned any other way on the kernel's runtime (`JoinSet`,
+//!   `Handle::spawn`, a library's own spawning) inherit it too, through the runtime's task
+//!   hooks; `spawn_blocking` work has no hooks, hence its shadow.
 //!
 //! Additions: [`display`] (rich output, `clear_output`) and [`Pending`] (a future kept in a
 //! variable across cells).
