@@ -59,6 +59,23 @@ def _kernelspec_installed() -> None:
         )
 
 
+def kernel_binary() -> Path:
+    """The kernel executable the installed kernelspec starts."""
+    import json
+
+    return Path(json.loads((kernelspec_dir() / "kernel.json").read_text())["argv"][0])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_spare_kernels_left_behind() -> Any:
+    """Kernels leave a spare kernel behind for the next one (see kernel/server/src/spare.rs);
+    the test session stops those it leaves."""
+    yield
+    import subprocess
+
+    subprocess.run([str(kernel_binary()), "spare", "--stop"], capture_output=True, timeout=30)
+
+
 def start_kernel(**kwargs: Any) -> tuple[KernelManager, BlockingKernelClient]:
     """A started rust-async kernel and a client whose channels are running and ready."""
     km = KernelManager(kernel_name=KERNEL_NAME)

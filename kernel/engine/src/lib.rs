@@ -80,6 +80,22 @@ pub struct CellError {
     pub traceback: Vec<String>,
 }
 
+/// Where and with what environment the notebook's user code runs: the kernel's own working
+/// directory and environment, unless the engine was started ahead of time and then adopted by
+/// a notebook (see [`Engine::adopt_session`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Session {
+    pub cwd: PathBuf,
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+impl Session {
+    /// This process's working directory and (UTF-8) environment.
+    pub fn current() -> std::io::Result<Session> {
+        Ok(Session { cwd: std::env::current_dir()?, env: std::env::vars().collect() })
+    }
+}
+
 pub struct Completions {
     pub matches: Vec<String>,
     /// Character (not byte) offsets into the code of the text the matches replace.
@@ -97,7 +113,7 @@ pub struct Engine {
     process: Arc<Mutex<std::process::Child>>,
     killed_by_interrupt: Arc<AtomicBool>,
     /// Cell sources and evcxr's working files; removed when the engine is dropped.
-    _work_dir: tempfile::TempDir,
+    work_dir: tempfile::TempDir,
 }
 
 /// Lets another thread interrupt the cell the engine is running.
@@ -169,6 +185,7 @@ impl Engine {
         std::env::set_var("EVCXR_CONFIG_DIR", &config_dir);
         let mut user_process = std::process::Command::new(std::env::current_exe()?);
         user_process.env(user_process::OUTPUT_SOCKET_ENV, &socket_path);
+        user_process.env(user_process::SESSION_FILE_ENV, work_dir.path().join(SESSION_FILE));
         let (mut eval_context, evcxr_outputs) = evcxr::EvalContext::with_subprocess_command(user_process)
             .map_err(|error| EngineError::Evcxr(error.to_string()))?;
         // Our user process sends its output through the socket; evcxr's own channels only carry
@@ -203,7 +220,7 @@ impl Engine {
             output,
             process,
             killed_by_interrupt: Arc::new(AtomicBool::new(false)),
-            _work_dir: work_dir,
+            work_dir,
         })
     }
 
@@ -213,6 +230,28 @@ impl Engine {
             process: Arc::clone(&self.process),
             killed_by_interrupt: Arc::clone(&self.killed_by_interrupt),
         }
+    }
+
+    /// Does ahead of time the rust-analyzer work that a kernel's first cells would otherwise
+    /// wait for: analysing the standard library and tokio, and the trait impls that type
+    /// inference of a `let` needs (about 2 s). A completion request does it without compiling
+    /// anything or creating a variable. For engines started before a notebook needs them.
+    pub fn warm_up(&mut self) {
+        let code = "let handle = tokio::spawn(async { std::time::Duration::from_millis(1) });\nhandle.";
+        let _ = self.context.completions(code, code.len());
+    }
+
+    /// Makes an engine started ahead of time run user code in the notebook's session: its
+    /// working directory for this process, and both for a restarted user process (the one
+    /// started with the engine has the starter's directory and environment). Call before the
+    /// first cell: the user process's state is lost.
+    pub fn adopt_session(&mut self, session: &Session) -> Result<(), EngineError> {
+        std::fs::write(self.work_dir.path().join(SESSION_FILE), serde_json::to_vec(session).unwrap_or_default())?;
+        std::env::set_current_dir(&session.cwd)?;
+        self.context
+            .execute(":restart")
+            .map(|_| ())
+            .map_err(|error| EngineError::Evcxr(format!("could not restart the user process: {error}")))
     }
 
     /// Runs one cell. Output streams to the sink while it runs; when this returns, every
@@ -373,6 +412,8 @@ impl Timing {
 }
 
 const WORK_DIR_PREFIX: &str = "rust-async-";
+/// In the work directory: the notebook session the user process takes on (see `Session`).
+const SESSION_FILE: &str = "session.json";
 /// Holds the pid of the kernel that owns a work directory.
 const OWNER_FILE: &str = "kernel.pid";
 

@@ -29,6 +29,12 @@ use std::time::Duration;
 /// Path of the kernel's Unix socket that the user process connects to.
 pub const OUTPUT_SOCKET_ENV: &str = "RUST_ASYNC_OUTPUT_SOCKET";
 
+/// Path of a JSON file `{"cwd": ..., "env": {...}}`: when it exists, the user process takes its
+/// working directory and environment from it, not from the kernel process. A spare kernel
+/// started ahead of time writes it when a notebook claims it, then restarts the user process,
+/// so user code sees the notebook's directory and environment (see `Engine::adopt_session`).
+pub const SESSION_FILE_ENV: &str = "RUST_ASYNC_SESSION_FILE";
+
 /// The largest single write the user process can make to stdout or stderr.
 const DATAGRAM_CAPACITY: usize = 4 << 20;
 
@@ -46,11 +52,40 @@ pub fn prepare() {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }
+    if let Some(session_file) = std::env::var_os(SESSION_FILE_ENV) {
+        apply_session(std::path::Path::new(&session_file));
+    }
     let Some(socket_path) = std::env::var_os(OUTPUT_SOCKET_ENV) else {
         return;
     };
     if let Err(error) = rewire_streams(std::path::Path::new(&socket_path)) {
         eprintln!("rust-async: could not capture the user process's output: {error}");
+    }
+}
+
+/// Takes the working directory and environment of the notebook's session, if there is one.
+/// Runs while the process has a single thread, so changing the environment is sound.
+fn apply_session(session_file: &std::path::Path) {
+    let Ok(text) = std::fs::read_to_string(session_file) else { return };
+    let Ok(session) = serde_json::from_str::<crate::Session>(&text) else {
+        eprintln!("rust-async: ignored an unreadable session file {}", session_file.display());
+        return;
+    };
+    if let Err(error) = std::env::set_current_dir(&session.cwd) {
+        eprintln!("rust-async: could not enter {}: {error}", session.cwd.display());
+    }
+    // What evcxr and the kernel set for this process stays; the rest is the session's.
+    let internal = |name: &str| name.starts_with("EVCXR_") || name.starts_with("RUST_ASYNC_") || name == "RUST_BACKTRACE";
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if !internal(&name) && !session.env.contains_key(&name) {
+            std::env::remove_var(&name);
+        }
+    }
+    for (name, value) in &session.env {
+        if !internal(name) {
+            std::env::set_var(name, value);
+        }
     }
 }
 

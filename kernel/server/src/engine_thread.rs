@@ -4,9 +4,9 @@
 //! ([`FromEngine`]), so a cell's outputs always reach iopub before its reply.
 
 use rust_async_engine::runtime_library::RuntimeLibrary;
-use rust_async_engine::{CellOutcome, Completions, Engine, EngineEvent, InputReader, Interrupter};
+use rust_async_engine::{CellOutcome, Completions, Engine, EngineEvent, InputReader, Interrupter, Session};
 use std::sync::mpsc;
-use tokio::sync::{mpsc::UnboundedSender, oneshot};
+use tokio::sync::{mpsc::UnboundedReceiver, mpsc::UnboundedSender, oneshot};
 
 pub enum Job {
     Execute { code: String, input: InputReader },
@@ -14,6 +14,11 @@ pub enum Job {
     Inspect { code: String, cursor: usize, reply: oneshot::Sender<Option<(String, String)>> },
     /// Stop the user-code process and remove the engine's files, then acknowledge.
     Shutdown { done: oneshot::Sender<()> },
+    /// Do the analysis work of the first cells ahead of time (a spare kernel, while it waits),
+    /// unless `skip` is set by then (a notebook claimed the spare: its first cell goes first).
+    WarmUp { skip: std::sync::Arc<std::sync::atomic::AtomicBool>, done: oneshot::Sender<()> },
+    /// Run user code in this notebook session (a spare kernel, when a notebook claims it).
+    Adopt { session: Session },
 }
 
 pub enum FromEngine {
@@ -42,8 +47,23 @@ impl EngineHandle {
     }
 }
 
-/// Starts the engine thread. The receiver yields the engine's interrupter once it is up.
-pub fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receiver<Interrupter>) {
+/// An engine thread, started (perhaps long) before a front end serves it.
+pub struct StartedEngine {
+    pub handle: EngineHandle,
+    /// Yields the engine's interrupter once the engine is up.
+    pub ready: oneshot::Receiver<Interrupter>,
+    /// Output events and cell outcomes, in order.
+    pub events: UnboundedReceiver<FromEngine>,
+}
+
+/// Starts the engine thread; the engine itself starts at once, in the background.
+pub fn start() -> StartedEngine {
+    let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let (handle, ready) = spawn(events);
+    StartedEngine { handle, ready, events: receiver }
+}
+
+fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receiver<Interrupter>) {
     let (jobs, job_queue) = mpsc::channel::<Job>();
     let (interrupter_sender, interrupter) = oneshot::channel();
     std::thread::Builder::new()
@@ -86,6 +106,18 @@ pub fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Rec
                         let _ = done.send(());
                         return;
                     }
+                    Job::WarmUp { skip, done } => {
+                        if !skip.load(std::sync::atomic::Ordering::SeqCst) {
+                            let _ = guarded(|| engine.warm_up());
+                            let _ = done.send(());
+                        }
+                    }
+                    Job::Adopt { session } => {
+                        let adopted = guarded(|| engine.adopt_session(&session).map_err(|error| error.to_string()));
+                        if let Err(error) = adopted.and_then(|result| result) {
+                            eprintln!("rust-async: user code keeps the spare kernel's directory and environment: {error}");
+                        }
+                    }
                 }
             }
         })
@@ -117,6 +149,7 @@ fn serve_without_engine(jobs: mpsc::Receiver<Job>, events: &UnboundedSender<From
             Job::Inspect { reply, .. } => {
                 let _ = reply.send(None);
             }
+            Job::WarmUp { .. } | Job::Adopt { .. } => {}
             Job::Shutdown { done } => {
                 let _ = done.send(());
                 return;

@@ -6,7 +6,7 @@
 //! (input requests), and the shell loop, which handles requests one at a time and, between
 //! them, publishes output that tasks of earlier cells print while the kernel is idle.
 
-use crate::engine_thread::{self, EngineHandle, FromEngine, Job};
+use crate::engine_thread::{EngineHandle, FromEngine, Job, StartedEngine};
 use crate::history::{self, History};
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -42,21 +42,28 @@ impl Shared {
     }
 }
 
-pub async fn run(connection_file: &str) -> anyhow::Result<()> {
+/// Serves the notebook whose connection file is `connection_file` with `engine` (started just
+/// now, or ahead of time in a spare kernel) until a shutdown request. `when_ready` runs once
+/// the engine is up.
+pub async fn run(
+    connection_file: &str,
+    engine: StartedEngine,
+    when_ready: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<()> {
     let info = rust_async_wire::read_connection_file(connection_file)?;
     let signer = Signer::from_connection_info(&info)?;
     let bind = |channel| rust_async_wire::endpoint(&info, channel);
 
     let mut iopub_socket = zeromq::PubSocket::new();
-    iopub_socket.bind(&bind(Channel::IOPub)).await.context("binding iopub")?;
+    bind_retrying(&mut iopub_socket, &bind(Channel::IOPub)).await.context("binding iopub")?;
     let mut shell = zeromq::RouterSocket::new();
-    shell.bind(&bind(Channel::Shell)).await.context("binding shell")?;
+    bind_retrying(&mut shell, &bind(Channel::Shell)).await.context("binding shell")?;
     let mut control = zeromq::RouterSocket::new();
-    control.bind(&bind(Channel::Control)).await.context("binding control")?;
+    bind_retrying(&mut control, &bind(Channel::Control)).await.context("binding control")?;
     let mut stdin = zeromq::RouterSocket::new();
-    stdin.bind(&bind(Channel::Stdin)).await.context("binding stdin")?;
+    bind_retrying(&mut stdin, &bind(Channel::Stdin)).await.context("binding stdin")?;
     let mut heartbeat = zeromq::RepSocket::new();
-    heartbeat.bind(&bind(Channel::Heartbeat)).await.context("binding heartbeat")?;
+    bind_retrying(&mut heartbeat, &bind(Channel::Heartbeat)).await.context("binding heartbeat")?;
 
     let (iopub, iopub_queue) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared { signer: signer.clone(), session: uuid::Uuid::new_v4().to_string(), iopub });
@@ -70,8 +77,7 @@ pub async fn run(connection_file: &str) -> anyhow::Result<()> {
     });
     shared.publish(None, "status", json!({ "execution_state": "starting" }));
 
-    let (engine_events, engine_output) = mpsc::unbounded_channel();
-    let (engine, engine_ready) = engine_thread::spawn(engine_events);
+    let StartedEngine { handle: engine, ready: engine_ready, events: engine_output } = engine;
     let (input_requests, input_queue) = mpsc::unbounded_channel();
     tokio::spawn(serve_stdin(stdin, input_queue, Arc::clone(&shared)));
 
@@ -81,6 +87,7 @@ pub async fn run(connection_file: &str) -> anyhow::Result<()> {
         async move {
             if let Ok(ready) = engine_ready.await {
                 *interrupter.lock().await = Some(ready);
+                when_ready();
             }
         }
     });
@@ -111,6 +118,24 @@ pub async fn run(connection_file: &str) -> anyhow::Result<()> {
     // Give iopub a moment to deliver the shutdown's idle status before the process exits.
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
+}
+
+/// Binds, waiting a little while the port is still in use: on a restart, Jupyter starts the new
+/// kernel on the same ports, and a kernel served by a spare process may take a moment to let
+/// them go after its launcher was killed.
+async fn bind_retrying(socket: &mut impl Socket, endpoint: &str) -> Result<(), zeromq::ZmqError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match socket.bind(endpoint).await {
+            Ok(_) => return Ok(()),
+            Err(zeromq::ZmqError::Network(error))
+                if error.kind() == std::io::ErrorKind::AddrInUse && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 async fn publish_iopub(mut socket: zeromq::PubSocket, mut queue: mpsc::UnboundedReceiver<Message>, signer: Signer) {

@@ -4,6 +4,7 @@
 //! rust-async-kernel --connection-file FILE      run the kernel (what kernel.json starts)
 //! rust-async-kernel install [...] / uninstall   manage the kernelspec (see install.rs)
 //! rust-async-kernel prepare-runtime             precompile the runtime library (set-up)
+//! rust-async-kernel spare [--wait | --stop]     start a spare kernel / wait for one / stop them
 //! ```
 //!
 //! The same executable is also evcxr's user-code process: evcxr re-executes it with an
@@ -13,6 +14,7 @@ mod engine_thread;
 mod history;
 mod install;
 mod kernel;
+mod spare;
 
 fn main() {
     // In the user-code process: rewire its streams, then become evcxr's loop.
@@ -24,6 +26,7 @@ fn main() {
         Some("install") => install::install(&args[1..]),
         Some("uninstall") => install::uninstall(&args[1..]),
         Some("prepare-runtime") => prepare_runtime(),
+        Some("spare") => spare_command(&args[1..]),
         Some("--connection-file") if args.len() >= 2 => run_kernel(&args[1]),
         Some(path) if path.ends_with(".json") => run_kernel(path),
         _ => {
@@ -31,7 +34,8 @@ fn main() {
                 "usage: rust-async-kernel --connection-file FILE\n       \
                  rust-async-kernel install [--user | --sys-prefix | --prefix DIR] [--name NAME] [--display-name TEXT]\n       \
                  rust-async-kernel uninstall [--user | --sys-prefix | --prefix DIR] [--name NAME]\n       \
-                 rust-async-kernel prepare-runtime"
+                 rust-async-kernel prepare-runtime\n       \
+                 rust-async-kernel spare [--wait | --stop]"
             );
             std::process::exit(2);
         }
@@ -47,13 +51,36 @@ fn run_kernel(connection_file: &str) -> anyhow::Result<()> {
     // kernel: interrupts arrive as control messages and only cancel the running cell.
     // SAFETY: setting a signal disposition; no handler code runs.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    if let Some(claimed) = spare::claim(connection_file) {
+        spare::serve_as_launcher(claimed);
+    }
+    let engine = engine_thread::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(kernel::run(connection_file))?;
+    // Once this kernel is up, a spare starts for the next notebook (it would slow this start).
+    runtime.block_on(kernel::run(connection_file, engine, spare::spawn_spare))?;
     // Dropping the runtime would wait for socket tasks; the kernel is done.
     std::process::exit(0);
+}
+
+/// `spare`: start one in the background (if none stands by); `--serve`: be one (what the
+/// background process runs); `--wait`: wait until one is warmed up; `--stop`: stop them.
+fn spare_command(args: &[String]) -> anyhow::Result<()> {
+    match args.first().map(String::as_str) {
+        None => {
+            spare::spawn_spare();
+            Ok(())
+        }
+        Some("--serve") => spare::serve_spare(),
+        Some("--wait") => spare::wait_until_ready(std::time::Duration::from_secs(180)),
+        Some("--stop") => {
+            println!("stopped {} spare kernel(s)", spare::stop_all()?);
+            Ok(())
+        }
+        Some(other) => anyhow::bail!("unknown spare option {other}: use --wait or --stop"),
+    }
 }
 
 fn prepare_runtime() -> anyhow::Result<()> {

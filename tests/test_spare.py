@@ -1,0 +1,166 @@
+"""Spare kernels: a kernel started ahead of time serves the next notebook.
+
+A kernel that Jupyter starts first claims a spare (started in the background by an earlier
+kernel, or by `rust-async-kernel spare`); the process Jupyter started then only stands for the
+spare, which serves the notebook with an engine that is already up. These tests check that the
+notebook cannot tell: user code runs in the notebook's directory and environment, shutdown and
+restart behave, killing the kernel process ends the spare, and a spare is only claimed by a
+kernel of the same configuration. (How much time it saves is for scripts/bench.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (
+    FIRST_CELL_TIMEOUT,
+    kernel_binary,
+    result_text,
+    run,
+    start_kernel,
+    stop_kernel,
+    summary,
+)
+
+SPARES = Path(os.environ.get("TMPDIR", "/tmp")) / f"rust-async-spares-{os.getuid()}"
+
+
+def spare_command(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(kernel_binary()), "spare", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def waiting_spare_pids() -> set[int]:
+    return {int(p.stem.rsplit("-", 1)[1]) for p in SPARES.glob("*.sock")}
+
+
+@pytest.fixture
+def ready_spare() -> int:
+    """A warmed-up spare kernel, alone: its pid."""
+    spare_command("--stop")
+    started = spare_command()
+    assert started.returncode == 0, started.stderr
+    waited = spare_command("--wait")
+    assert waited.returncode == 0, waited.stderr
+    pids = waiting_spare_pids()
+    assert len(pids) == 1, pids
+    return pids.pop()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead too.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def user_process_pid(kc) -> int:
+    reply, msgs = run(kc, "std::process::id()", timeout=FIRST_CELL_TIMEOUT)
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    return int(result_text(msgs))
+
+
+def wait_until(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def test_a_claimed_spare_runs_user_code_in_the_notebooks_directory_and_environment(ready_spare, tmp_path):
+    env = {**os.environ, "LESSON_DATA": "from the notebook's environment"}
+    km, kc = start_kernel(cwd=str(tmp_path), env=env)
+    try:
+        # The spare serves this notebook: user code runs in its engine's process.
+        assert parent_of(user_process_pid(kc)) == ready_spare
+        assert ready_spare not in waiting_spare_pids()
+
+        reply, msgs = run(kc, 'std::env::current_dir().unwrap().display().to_string()')
+        assert result_text(msgs) == f'"{tmp_path}"', [summary(m) for m in msgs]
+        reply, msgs = run(kc, 'std::env::var("LESSON_DATA").unwrap()')
+        assert result_text(msgs) == '"from the notebook\'s environment"'
+        # A relative path is the notebook's.
+        (tmp_path / "data.txt").write_text("seven")
+        reply, msgs = run(kc, 'tokio::fs::read_to_string("data.txt").await.unwrap()')
+        assert result_text(msgs) == '"seven"', [summary(m) for m in msgs]
+
+        # An ordinary kernel otherwise: state across cells, the shared runtime.
+        run(kc, "let handle = tokio::spawn(async { 6 * 7 });")
+        reply, msgs = run(kc, "handle.await.unwrap()")
+        assert result_text(msgs) == "42", [summary(m) for m in msgs]
+
+        # Shutting down ends the spare, and the kernel process exits with its status.
+        kc.shutdown()
+        assert wait_until(lambda: not km.is_alive(), 15)
+        assert km.provisioner.process.poll() == 0  # type: ignore[union-attr]
+        assert wait_until(lambda: not alive(ready_spare), 10)
+    finally:
+        stop_kernel(km, kc)
+
+
+def test_killing_the_kernel_process_ends_the_spare_serving_it(ready_spare):
+    km, kc = start_kernel()
+    try:
+        user_process = user_process_pid(kc)
+        assert parent_of(user_process) == ready_spare
+        # What Jupyter does to a kernel that does not shut down: SIGKILL its process group.
+        os.killpg(km.provisioner.process.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        assert wait_until(lambda: not alive(ready_spare), 10), "the spare outlived its kernel"
+        assert wait_until(lambda: not alive(user_process), 10), "user code outlived its kernel"
+    finally:
+        stop_kernel(km, kc)
+
+
+def test_a_restarted_kernel_gets_its_ports_back_and_runs(ready_spare):
+    km, kc = start_kernel()
+    try:
+        assert parent_of(user_process_pid(kc)) == ready_spare
+        km.restart_kernel(now=True)
+        kc.wait_for_ready(timeout=120)
+        assert wait_until(lambda: not alive(ready_spare), 10)
+        reply, msgs = run(kc, "tokio::time::sleep(std::time::Duration::from_millis(5)).await; 7", timeout=FIRST_CELL_TIMEOUT)
+        assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+        assert result_text(msgs) == "7"
+    finally:
+        stop_kernel(km, kc)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"RUST_ASYNC_SPARE": "0"},  # spares turned off
+        {"RUST_ASYNC_TIMING": "1"},  # a kernel-side setting the spare was not started with
+    ],
+)
+def test_a_spare_is_claimed_only_when_allowed_and_made_for_the_same_configuration(ready_spare, setting):
+    km, kc = start_kernel(env={**os.environ, **setting})
+    try:
+        user_process = user_process_pid(kc)
+        assert parent_of(user_process) == km.provisioner.process.pid  # type: ignore[union-attr]
+        assert ready_spare in waiting_spare_pids()
+    finally:
+        stop_kernel(km, kc)
+
+
+def test_a_waiting_spare_exits_when_idle_too_long():
+    spare_command("--stop")
+    env = {**os.environ, "RUST_ASYNC_SPARE_IDLE_SECS": "1"}
+    subprocess.run([str(kernel_binary()), "spare"], env=env, check=True, timeout=30)
+    assert wait_until(lambda: len(waiting_spare_pids()) == 1, 10)
+    (pid,) = waiting_spare_pids()
+    assert wait_until(lambda: not alive(pid), 120), "the idle spare is still running"
+    assert pid not in waiting_spare_pids()
