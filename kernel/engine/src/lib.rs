@@ -347,10 +347,12 @@ impl Engine {
 }
 
 /// Run once at start: makes every cell async (evcxr switches on E0728, an await outside async),
-/// names the runtime library `rust_async` too, and lets `?` errors report their type name.
+/// names the runtime library `rust_async` too, lets `?` errors report their type name, and
+/// shows a cell's final value in one compile instead of two (`__DisplayFinalValue`).
 /// The `eprintln!` wrapper matches exactly how evcxr prints the error a `?` returned.
 pub(crate) const PRELUDE: &str = r#"
 use tokio as rust_async;
+use tokio::__DisplayFinalValue as _;
 macro_rules! eprintln {
     ("{}", $error:ident) => {{ ::tokio::__report_error_type(&$error); ::std::eprintln!("{}", $error) }};
     ($($argument:tt)*) => { ::std::eprintln!($($argument)*) };

@@ -92,6 +92,15 @@ pub(crate) fn write_record(kind: &str, payload: &str) {
     }
 }
 
+/// A final value, as evcxr's own display code sends it (evcxr reads it from stdout).
+pub(crate) fn send_text_plain(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(b"EVCXR_BEGIN_CONTENT text/plain\n");
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.write_all(b"\nEVCXR_END_CONTENT\n");
+    let _ = stdout.flush();
+}
+
 fn flush_std_streams() {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
@@ -115,6 +124,17 @@ pub(crate) fn run_cell<F: Future>(future: F) -> F::Output {
              runtime on its own thread: `std::thread::spawn(|| Runtime::new().unwrap().block_on(..))`."
         );
     }
+    let mut output = None;
+    // Boxed, not pinned on this stack: on an interrupt the future must be dropped (its
+    // destructors run) before the unwinding that ends the cell, as before.
+    run_erased(Box::pin(async { output = Some(future.await) }));
+    output.expect("a cell that did not unwind has its output")
+}
+
+/// The body of [`run_cell`], not generic: compiled once, here, optimised. A generic body
+/// (tokio's `block_on` and `select!` over the cell's future type) would be monomorphised and
+/// compiled into every cell's crate again, which was most of a small cell's compile time.
+fn run_erased(future: Pin<Box<dyn Future<Output = ()> + '_>>) {
     let runtime = shared_runtime();
     let cell = LAST_CELL.fetch_add(1, Ordering::AcqRel) + 1;
     crate::interrupt::clear();
@@ -129,7 +149,7 @@ pub(crate) fn run_cell<F: Future>(future: F) -> F::Output {
         }
     });
     match outcome {
-        Some(output) => output,
+        Some(()) => {}
         None => {
             // The cell's future has been dropped: its destructors ran, as asyncio's
             // CancelledError would unwind a coroutine. evcxr's catch_unwind ends the cell,

@@ -45,6 +45,10 @@ pub mod runtime {
         Own(tokio::runtime::Runtime),
     }
 
+    fn block_on_own(runtime: &tokio::runtime::Runtime, future: std::pin::Pin<Box<dyn Future<Output = ()> + '_>>) {
+        runtime.block_on(future)
+    }
+
     impl Runtime {
         /// On the cell thread, a handle on the kernel's one runtime; on any other thread, a new
         /// multi-threaded tokio runtime (what `tokio::runtime::Runtime::new()` always gives).
@@ -63,7 +67,13 @@ pub mod runtime {
         pub fn block_on<F: Future>(&self, future: F) -> F::Output {
             match &self.0 {
                 Flavour::Shared => crate::cell::run_cell(future),
-                Flavour::Own(runtime) => runtime.block_on(future),
+                Flavour::Own(runtime) => {
+                    // Through a non-generic function, as for a cell: tokio's `block_on` would
+                    // otherwise be compiled into every cell's crate for its future type.
+                    let mut output = None;
+                    block_on_own(runtime, Box::pin(async { output = Some(future.await) }));
+                    output.expect("a future that did not unwind has its output")
+                }
             }
         }
 
@@ -136,6 +146,23 @@ pub mod task {
 }
 
 pub use task::spawn;
+
+/// Shows a cell's final expression in one compile. evcxr first compiles
+/// `(expr).evcxr_display()` and, when that fails (most types have no such method), compiles
+/// the cell again printing `{:?}`: two compiles for every cell that ends in a value. The
+/// kernel's prelude brings this trait into scope, so every `Debug` value has the method and
+/// prints just what evcxr's second attempt would. A type's own `evcxr_display` (an inherent
+/// method) still wins; a value that is not `Debug` still falls back, and fails as before.
+#[doc(hidden)]
+pub trait __DisplayFinalValue {
+    fn evcxr_display(&self);
+}
+
+impl<T: std::fmt::Debug + ?Sized> __DisplayFinalValue for T {
+    fn evcxr_display(&self) {
+        cell::send_text_plain(&format!("{self:?}"));
+    }
+}
 
 /// Called by the kernel's `eprintln!` wrapper just before a `?` in a cell turns an error into
 /// the cell's failure, so the error can be reported under its own type name.
