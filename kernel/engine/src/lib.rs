@@ -357,7 +357,7 @@ macro_rules! eprintln {
     ("{}", $error:ident) => {{ ::tokio::__report_error_type(&$error); ::std::eprintln!("{}", $error) }};
     ($($argument:tt)*) => { ::std::eprintln!($($argument)*) };
 }
-{ async {}.await; }
+{ async {}.await; };
 "#;
 
 /// Turns what evcxr returned and what the cell's records said into the cell's outcome.
