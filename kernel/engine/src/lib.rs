@@ -90,9 +90,13 @@ pub struct Session {
 }
 
 impl Session {
-    /// This process's working directory and (UTF-8) environment.
+    /// This process's working directory and environment (the variables whose name and value
+    /// are UTF-8; `std::env::vars` would panic on the others).
     pub fn current() -> std::io::Result<Session> {
-        Ok(Session { cwd: std::env::current_dir()?, env: std::env::vars().collect() })
+        let env = std::env::vars_os()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+            .collect();
+        Ok(Session { cwd: std::env::current_dir()?, env })
     }
 }
 

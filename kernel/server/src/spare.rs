@@ -223,7 +223,13 @@ pub fn serve_spare() -> anyhow::Result<()> {
     let mut watched = stream.try_clone()?;
     std::thread::spawn(move || {
         let mut buffer = [0u8; 64];
-        while !matches!(watched.read(&mut buffer), Ok(0) | Err(_)) {}
+        loop {
+            match watched.read(&mut buffer) {
+                Ok(0) => break,
+                Err(error) if error.kind() != std::io::ErrorKind::Interrupted => break,
+                _ => {}
+            }
+        }
         std::process::exit(0);
     });
 
@@ -397,7 +403,10 @@ fn key() -> String {
             || ["RUSTFLAGS", "PATH", "HOME", "TMPDIR"].contains(&name);
         (ours || toolchain) && !ENGINE_SETS.contains(&name)
     };
-    let mut variables: Vec<(String, String)> = std::env::vars().filter(|(name, _)| kernel_side(name)).collect();
+    let mut variables: Vec<(String, String)> = std::env::vars_os()
+        .map(|(name, value)| (name.to_string_lossy().into_owned(), value.to_string_lossy().into_owned()))
+        .filter(|(name, _)| kernel_side(name))
+        .collect();
     variables.sort();
     for (name, value) in variables {
         inputs.push_str(&format!("\n{name}={value}"));
