@@ -72,6 +72,17 @@ def user_process_pid(kc) -> int:
     return int(result_text(msgs))
 
 
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if parent_of(int(stat.parent.name)) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return found
+
+
 def wait_until(condition, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -164,3 +175,51 @@ def test_a_waiting_spare_exits_when_idle_too_long():
     (pid,) = waiting_spare_pids()
     assert wait_until(lambda: not alive(pid), 120), "the idle spare is still running"
     assert pid not in waiting_spare_pids()
+
+
+ORPHANING_CLIENT = """
+import os, sys, time
+from jupyter_client import KernelManager
+km = KernelManager(kernel_name="rust-async")
+km.start_kernel()
+kc = km.client(); kc.start_channels(); kc.wait_for_ready(timeout=120)
+reply = kc.execute_interactive("std::process::id()", timeout=180, output_hook=lambda msg: None)
+assert reply["content"]["status"] == "ok", reply
+print(km.provisioner.process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("spares", ["off", "on"])
+def test_a_kernel_whose_starter_dies_exits_with_its_user_process(spares, tmp_path):
+    """jupyter_client names the process that started a kernel in JPY_PARENT_PID; when that
+    process dies without shutting the kernel down, the kernel exits, as ipykernel does."""
+    env = {**os.environ}
+    spare = None
+    if spares == "off":
+        env["RUST_ASYNC_SPARE"] = "0"
+    else:
+        spare_command("--stop")
+        spare_command()
+        assert spare_command("--wait").returncode == 0
+        (spare,) = waiting_spare_pids()
+    client = subprocess.Popen([os.sys.executable, "-c", ORPHANING_CLIENT], env=env, stdout=subprocess.PIPE,
+                              text=True)
+    kernel, serving = None, []
+    try:
+        kernel = int(client.stdout.readline())
+        assert alive(kernel)
+        # The processes serving the notebook: the kernel's user process, or the claimed spare
+        # and its user process (a next spare the launcher started is not one of them).
+        serving = children_of(kernel) if spare is None else [spare, *children_of(spare)]
+        assert len(serving) == (1 if spare is None else 2), serving
+        client.kill()
+        client.wait(timeout=10)
+        assert wait_until(lambda: not alive(kernel), 15), "the orphaned kernel is still running"
+        for pid in serving:
+            assert wait_until(lambda: not alive(pid), 15), f"process {pid} of the kernel is still running"
+    finally:
+        client.kill()
+        for pid in [kernel, *serving]:  # when the test failed: leave nothing running
+            if pid and alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -51,6 +51,7 @@ fn run_kernel(connection_file: &str) -> anyhow::Result<()> {
     // kernel: interrupts arrive as control messages and only cancel the running cell.
     // SAFETY: setting a signal disposition; no handler code runs.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    exit_when_parent_dies();
     if let Some(claimed) = spare::claim(connection_file) {
         spare::serve_as_launcher(claimed);
     }
@@ -63,6 +64,28 @@ fn run_kernel(connection_file: &str) -> anyhow::Result<()> {
     runtime.block_on(kernel::run(connection_file, engine, spare::spawn_spare))?;
     // Dropping the runtime would wait for socket tasks; the kernel is done.
     std::process::exit(0);
+}
+
+/// Jupyter (jupyter_client) names the process that started the kernel in `JPY_PARENT_PID`.
+/// If it dies without shutting the kernel down (a grading script that crashed, say), nobody
+/// will: the kernel then exits by itself, as ipykernel does, and takes its user process (and
+/// a spare serving it) along.
+fn exit_when_parent_dies() {
+    let Some(parent) = std::env::var("JPY_PARENT_PID").ok().and_then(|pid| pid.parse::<i32>().ok()) else {
+        return;
+    };
+    // SAFETY: getppid cannot fail.
+    if parent <= 1 || unsafe { libc::getppid() } != parent {
+        return; // not started by it directly (a wrapper script): nothing reliable to watch
+    }
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        // SAFETY: as above. A dead parent means this process was handed to another one.
+        if unsafe { libc::getppid() } != parent {
+            eprintln!("rust-async-kernel: the process that started this kernel is gone; exiting");
+            std::process::exit(0);
+        }
+    });
 }
 
 /// `spare`: start one in the background (if none stands by); `--serve`: be one (what the
