@@ -123,6 +123,18 @@ def test_a_claimed_spare_runs_user_code_in_the_notebooks_directory_and_environme
         stop_kernel(km, kc)
 
 
+def test_a_shutdown_request_on_the_shell_channel_ends_a_claimed_spare_as_on_control(ready_spare):
+    km, kc = start_kernel()
+    try:
+        assert parent_of(user_process_pid(kc)) == ready_spare
+        kc.shell_channel.send(kc.session.msg("shutdown_request", {"restart": False}))
+        assert wait_until(lambda: not km.is_alive(), 15)
+        assert km.provisioner.process.poll() == 0  # type: ignore[union-attr]
+        assert wait_until(lambda: not alive(ready_spare), 10)
+    finally:
+        stop_kernel(km, kc)
+
+
 def test_killing_the_kernel_process_ends_the_spare_serving_it(ready_spare):
     km, kc = start_kernel()
     try:

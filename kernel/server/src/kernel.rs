@@ -276,6 +276,8 @@ struct ShellLoop {
 
 enum Handled {
     Ok,
+    /// A shutdown request was answered: the kernel stops serving, as on control.
+    ShutDown,
     /// An execution failed with `stop_on_error`: executes queued before it failed are aborted.
     FailedStopOnError { failed_at: chrono::DateTime<chrono::Utc> },
 }
@@ -302,6 +304,9 @@ impl ShellLoop {
             self.shared.status(&request, "busy");
             let handled = self.handle(shell, &request).await;
             self.shared.status(&request, "idle");
+            if let Handled::ShutDown = handled {
+                return;
+            }
             if let Handled::FailedStopOnError { failed_at } = handled {
                 // Abort the executions queued behind the failed cell: those sent before it
                 // failed. Requests sent after the failure was known are run as usual.
@@ -447,10 +452,7 @@ impl ShellLoop {
             JupyterMessageContent::CommMsg(_) | JupyterMessageContent::CommClose(_) => {}
             JupyterMessageContent::ShutdownRequest(shutdown) => {
                 reply(shell, &shared, request, "shutdown_reply", json!({ "status": "ok", "restart": shutdown.restart })).await;
-                shared.status(request, "idle");
-                self.engine.shutdown(Duration::from_secs(5)).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                std::process::exit(0);
+                return Handled::ShutDown;
             }
             other => {
                 let msg_type = other.message_type().to_owned();
