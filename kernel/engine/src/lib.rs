@@ -13,6 +13,7 @@
 
 pub mod diagnostics;
 mod future_values;
+pub mod host;
 pub mod is_complete;
 mod output;
 pub mod runtime_library;
@@ -437,10 +438,7 @@ fn remove_abandoned_work_dirs() {
         else {
             continue;
         };
-        // SAFETY: signal 0 only checks whether the process exists.
-        let alive = unsafe { libc::kill(owner, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if !alive {
+        if !host::process_exists(owner) {
             let _ = std::fs::remove_dir_all(&path);
         }
     }

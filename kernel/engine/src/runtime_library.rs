@@ -8,6 +8,7 @@
 //! kernel has its own copy, so a class of kernels on one server never wait on a shared lock,
 //! and the template itself is only read.
 
+use crate::host::FileLock;
 use crate::{Engine, EngineError, EventSink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -68,11 +69,7 @@ impl RuntimeLibrary {
         inputs.push_str(CELL_RUSTFLAGS);
         let rustc = Command::new("rustc").arg("-vV").output().map(|out| out.stdout).unwrap_or_default();
         inputs.push_str(&String::from_utf8_lossy(&rustc));
-        // FNV-1a: a stable fingerprint without another dependency.
-        let hash = inputs.bytes().fold(0xcbf29ce484222325u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3)
-        });
-        format!("{hash:016x}")
+        crate::host::fingerprint(&inputs)
     }
 
     pub fn is_prepared(&self) -> bool {
@@ -165,19 +162,4 @@ fn copy_template(template: &Path, cell_dir: &Path) -> std::io::Result<()> {
     }
     std::fs::copy(template.join("Cargo.lock"), cell_dir.join("Cargo.lock"))?;
     Ok(())
-}
-
-/// An exclusive `flock`, held while the value lives (the file is kept only to hold it).
-struct FileLock(#[allow(dead_code)] std::fs::File);
-
-impl FileLock {
-    fn exclusive(path: &Path) -> std::io::Result<FileLock> {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
-        // SAFETY: flock on a descriptor we own; released when the file is closed.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(FileLock(file))
-    }
 }

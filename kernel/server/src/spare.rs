@@ -25,6 +25,7 @@
 
 use crate::engine_thread::{self, Job};
 use crate::kernel;
+use rust_async_engine::host::{fingerprint, process_exists, FileLock};
 use rust_async_engine::Session;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
@@ -135,7 +136,7 @@ pub fn spawn_spare() {
     }
     let Ok(directory) = directory() else { return };
     let key = key();
-    if matches!(SlotLock::try_take(&directory, &key), Ok(None)) {
+    if !FileLock::is_free(&slot(&directory, &key)) {
         return;
     }
     let Ok(executable) = std::env::current_exe() else { return };
@@ -171,7 +172,7 @@ pub fn spawn_spare() {
 pub fn serve_spare() -> anyhow::Result<()> {
     let directory = directory()?;
     let key = key();
-    let Some(slot) = SlotLock::try_take(&directory, &key)? else {
+    let Some(slot) = FileLock::try_exclusive(&slot(&directory, &key))? else {
         return Ok(()); // another spare stands by already
     };
     // SAFETY: setting a signal disposition (as a kernel does: interrupts come as messages).
@@ -322,8 +323,7 @@ pub fn stop_all() -> anyhow::Result<usize> {
     }
     // Gone means its slot is free again: a spare started right after must not find it taken.
     let deadline = Instant::now() + Duration::from_secs(10);
-    // SAFETY: signal 0 only checks whether the process exists.
-    while stopped.iter().any(|&pid| unsafe { libc::kill(pid, 0) } == 0) && Instant::now() < deadline {
+    while stopped.iter().any(|&pid| process_exists(pid)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     for entry in std::fs::read_dir(&directory)?.flatten() {
@@ -331,7 +331,7 @@ pub fn stop_all() -> anyhow::Result<usize> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let leftover = match path.extension().and_then(|extension| extension.to_str()) {
             Some("ready") => !path.with_extension("sock").exists(),
-            Some("lock") | Some("log") => name.split_once('.').is_some_and(|(key, _)| SlotLock::is_free(&directory, key)),
+            Some("lock") | Some("log") => name.split_once('.').is_some_and(|(key, _)| FileLock::is_free(&slot(&directory, key))),
             _ => false,
         };
         if leftover {
@@ -411,39 +411,10 @@ fn key() -> String {
     for (name, value) in variables {
         inputs.push_str(&format!("\n{name}={value}"));
     }
-    // FNV-1a, as for the runtime library's fingerprint.
-    let hash = inputs.bytes().fold(0xcbf29ce484222325u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3));
-    format!("{hash:016x}")
+    fingerprint(&inputs)
 }
 
 /// The one-spare-per-key slot: an exclusive `flock` held by the spare that stands by.
-struct SlotLock(#[allow(dead_code)] std::fs::File);
-
-impl SlotLock {
-    /// Whether no spare holds the slot (without creating its lock file).
-    fn is_free(directory: &Path, key: &str) -> bool {
-        let Ok(file) = std::fs::File::open(directory.join(format!("{key}.lock"))) else { return true };
-        // SAFETY: flock on a descriptor we own; released when the file is closed.
-        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-    }
-
-    /// `None` when another process holds the slot.
-    fn try_take(directory: &Path, key: &str) -> std::io::Result<Option<SlotLock>> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(directory.join(format!("{key}.lock")))?;
-        // SAFETY: flock on a descriptor we own; released when the file is closed.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            Ok(Some(SlotLock(file)))
-        } else {
-            let error = std::io::Error::last_os_error();
-            if error.kind() == std::io::ErrorKind::WouldBlock {
-                Ok(None)
-            } else {
-                Err(error)
-            }
-        }
-    }
+fn slot(directory: &Path, key: &str) -> PathBuf {
+    directory.join(format!("{key}.lock"))
 }
