@@ -124,16 +124,25 @@ pub(crate) fn run_cell<F: Future>(future: F) -> F::Output {
              runtime on its own thread: `std::thread::spawn(|| Runtime::new().unwrap().block_on(..))`."
         );
     }
-    let mut output = None;
-    // Boxed, not pinned on this stack: on an interrupt the future must be dropped (its
-    // destructors run) before the unwinding that ends the cell, as before.
-    run_erased(Box::pin(async { output = Some(future.await) }));
-    output.expect("a cell that did not unwind has its output")
+    through_erased(future, run_erased)
 }
 
-/// The body of [`run_cell`], not generic: compiled once, here, optimised. A generic body
-/// (tokio's `block_on` and `select!` over the cell's future type) would be monomorphised and
-/// compiled into every cell's crate again, which was most of a small cell's compile time.
+/// Runs `future` to completion through `run`, which gets it boxed and with its type erased.
+/// Generic code is compiled into every cell's crate again for the cell's future type (tokio's
+/// `block_on` and `select!` were most of a small cell's compile time); what `run` does is
+/// compiled once, here, optimised, when `run` is a plain function. The future is boxed, not
+/// pinned on this stack, so that on an interrupt it is dropped (its destructors run) before
+/// the unwinding that ends the cell.
+pub(crate) fn through_erased<F: Future>(
+    future: F,
+    run: impl FnOnce(Pin<Box<dyn Future<Output = ()> + '_>>),
+) -> F::Output {
+    let mut output = None;
+    run(Box::pin(async { output = Some(future.await) }));
+    output.expect("a future that did not unwind has its output")
+}
+
+/// The body of [`run_cell`], not generic (see [`through_erased`]).
 fn run_erased(future: Pin<Box<dyn Future<Output = ()> + '_>>) {
     let runtime = shared_runtime();
     let cell = LAST_CELL.fetch_add(1, Ordering::AcqRel) + 1;

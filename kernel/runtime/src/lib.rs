@@ -45,6 +45,7 @@ pub mod runtime {
         Own(tokio::runtime::Runtime),
     }
 
+    /// tokio's `block_on`, compiled here once rather than into every cell (see `block_on`).
     fn block_on_own(runtime: &tokio::runtime::Runtime, future: std::pin::Pin<Box<dyn Future<Output = ()> + '_>>) {
         runtime.block_on(future)
     }
@@ -67,13 +68,7 @@ pub mod runtime {
         pub fn block_on<F: Future>(&self, future: F) -> F::Output {
             match &self.0 {
                 Flavour::Shared => crate::cell::run_cell(future),
-                Flavour::Own(runtime) => {
-                    // Through a non-generic function, as for a cell: tokio's `block_on` would
-                    // otherwise be compiled into every cell's crate for its future type.
-                    let mut output = None;
-                    block_on_own(runtime, Box::pin(async { output = Some(future.await) }));
-                    output.expect("a future that did not unwind has its output")
-                }
+                Flavour::Own(runtime) => crate::cell::through_erased(future, |erased| block_on_own(runtime, erased)),
             }
         }
 

@@ -19,9 +19,7 @@ impl<T> Pending<T> {
     pub fn new(future: impl Future<Output = T> + 'static) -> Pending<T> {
         Pending { future: Box::pin(future), polled: false }
     }
-}
 
-impl<T> Pending<T> {
     /// What `tokio::pin!` gives: a pinned reference, for `poll`-level code.
     pub fn as_mut(&mut self) -> Pin<&mut Pending<T>> {
         Pin::new(self)
