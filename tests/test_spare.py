@@ -215,8 +215,10 @@ def test_a_kernel_whose_starter_dies_exits_with_its_user_process(spares, tmp_pat
         spare_command()
         assert spare_command("--wait").returncode == 0
         (spare,) = waiting_spare_pids()
+    # The kernel's stderr is the client's, a pipe that dies with it (as a terminal or a
+    # crashed script's log would): the kernel must exit without anything to write to.
     client = subprocess.Popen([os.sys.executable, "-c", ORPHANING_CLIENT], env=env, stdout=subprocess.PIPE,
-                              text=True)
+                              stderr=subprocess.PIPE, text=True)
     kernel, serving = None, []
     try:
         kernel = int(client.stdout.readline())
@@ -227,6 +229,7 @@ def test_a_kernel_whose_starter_dies_exits_with_its_user_process(spares, tmp_pat
         assert len(serving) == (1 if spare is None else 2), serving
         client.kill()
         client.wait(timeout=10)
+        client.stderr.close()
         assert wait_until(lambda: not alive(kernel), 15), "the orphaned kernel is still running"
         for pid in serving:
             assert wait_until(lambda: not alive(pid), 15), f"process {pid} of the kernel is still running"

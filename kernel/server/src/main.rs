@@ -82,7 +82,10 @@ fn exit_when_parent_dies() {
         std::thread::sleep(std::time::Duration::from_secs(1));
         // SAFETY: as above. A dead parent means this process was handed to another one.
         if unsafe { libc::getppid() } != parent {
-            eprintln!("rust-async-kernel: the process that started this kernel is gone; exiting");
+            // Not eprintln!: the stderr pipe may have died with the parent, and a failed
+            // eprintln! panics (this thread, not the process) instead of exiting.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "rust-async-kernel: the process that started this kernel is gone; exiting");
             std::process::exit(0);
         }
     });
