@@ -293,6 +293,14 @@ impl Engine {
                 }
             }
         }
+        if let (Ok(outputs), true) = (&result, std::env::var_os("RUST_ASYNC_TIMING").is_some()) {
+            let phases: Vec<String> = outputs
+                .phases
+                .iter()
+                .map(|phase| format!("{} {:.0} ms", phase.name, phase.duration.as_secs_f64() * 1000.0))
+                .collect();
+            eprintln!("rust-async timing: cell phases: {}", phases.join(", "));
+        }
         let ran = matches!(result, Ok(_) | Err(evcxr::Error::SubprocessTerminated(_)));
         let fate = self
             .output

@@ -38,11 +38,39 @@ pub mod runtime {
     use std::future::Future;
 
     /// On the cell thread: the kernel's shared runtime. Elsewhere: a real tokio runtime.
-    pub struct Runtime(Flavour);
+    ///
+    /// The flavour is dropped by hand, in [`drop_flavour`], so that a cell's drop glue for
+    /// `Runtime` is a call into this crate rather than a copy of the drop code of tokio's
+    /// scheduler, drivers and mio, compiled into every cell that makes a runtime (evcxr's
+    /// async wrapper does, in every cell).
+    pub struct Runtime(std::mem::ManuallyDrop<Flavour>);
 
     enum Flavour {
         Shared,
         Own(tokio::runtime::Runtime),
+    }
+
+    impl Drop for Runtime {
+        fn drop(&mut self) {
+            drop_flavour(&mut self.0);
+        }
+    }
+
+    fn drop_flavour(flavour: &mut std::mem::ManuallyDrop<Flavour>) {
+        // SAFETY: called once, from `Runtime::drop`; the flavour is not used afterwards.
+        unsafe { std::mem::ManuallyDrop::drop(flavour) }
+    }
+
+    impl Runtime {
+        fn from_flavour(flavour: Flavour) -> Runtime {
+            Runtime(std::mem::ManuallyDrop::new(flavour))
+        }
+
+        fn into_flavour(self) -> Flavour {
+            let mut runtime = std::mem::ManuallyDrop::new(self);
+            // SAFETY: `runtime` is never dropped, so its flavour is taken exactly once.
+            unsafe { std::mem::ManuallyDrop::take(&mut runtime.0) }
+        }
     }
 
     /// tokio's `block_on`, compiled here once rather than into every cell (see `block_on`).
@@ -56,9 +84,9 @@ pub mod runtime {
         pub fn new() -> std::io::Result<Runtime> {
             if crate::cell::on_cell_thread() {
                 crate::cell::shared_runtime();
-                Ok(Runtime(Flavour::Shared))
+                Ok(Runtime::from_flavour(Flavour::Shared))
             } else {
-                tokio::runtime::Runtime::new().map(|runtime| Runtime(Flavour::Own(runtime)))
+                tokio::runtime::Runtime::new().map(|runtime| Runtime::from_flavour(Flavour::Own(runtime)))
             }
         }
 
@@ -66,14 +94,14 @@ pub mod runtime {
         /// future is cancelled (dropped) at its current await point if the kernel is interrupted.
         #[track_caller]
         pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-            match &self.0 {
+            match &*self.0 {
                 Flavour::Shared => crate::cell::run_cell(future),
                 Flavour::Own(runtime) => crate::cell::through_erased(future, |erased| block_on_own(runtime, erased)),
             }
         }
 
         pub fn handle(&self) -> &Handle {
-            match &self.0 {
+            match &*self.0 {
                 Flavour::Shared => crate::cell::shared_runtime().handle(),
                 Flavour::Own(runtime) => runtime.handle(),
             }
@@ -102,13 +130,13 @@ pub mod runtime {
         /// Shuts a runtime of your own down without waiting; the kernel's shared runtime
         /// cannot be shut down from a cell and is left running.
         pub fn shutdown_background(self) {
-            if let Flavour::Own(runtime) = self.0 {
+            if let Flavour::Own(runtime) = self.into_flavour() {
                 runtime.shutdown_background();
             }
         }
 
         pub fn shutdown_timeout(self, duration: std::time::Duration) {
-            if let Flavour::Own(runtime) = self.0 {
+            if let Flavour::Own(runtime) = self.into_flavour() {
                 runtime.shutdown_timeout(duration);
             }
         }
