@@ -5,6 +5,7 @@ Each test drives the real kernel through jupyter_client, as JupyterLab and nbcli
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -13,12 +14,15 @@ import pytest
 from pathlib import Path
 
 from conftest import (
+    FIRST_CELL_TIMEOUT,
     collect,
     flush,
     of_type,
     parent_id,
     result_text,
     run,
+    start_kernel,
+    stop_kernel,
     stream_text,
     summary,
     the_error,
@@ -161,6 +165,36 @@ def test_interrupt_during_a_long_sleep_keeps_variables(km, kc):
     reply, msgs = run(kc, "kept")
     ok(reply, msgs)
     assert result_text(msgs) == "1234"
+
+
+def test_a_cell_sent_while_an_idle_kernel_warms_up_waits_for_it_and_can_be_stopped(tmp_path):
+    """A kernel started cold does the rust-analyzer work of a first `let` once it sits idle
+    (server/src/engine_thread.rs). A cell sent meanwhile waits for that work and then runs; one
+    stopped meanwhile never runs, and says so."""
+    log = tmp_path / "kernel.err"
+    env = {**os.environ, "RUST_ASYNC_SPARE": "0", "RUST_ASYNC_TIMING": "1"}
+    with open(log, "w") as stderr:
+        km, kc = start_kernel(env=env, stderr=stderr)
+    try:
+        ok(*run(kc, 'println!("first");', timeout=FIRST_CELL_TIMEOUT))
+        time.sleep(0.8)  # idle past the threshold (0.5 s): the warm-up (about 2 s) is under way
+        msg_id = kc.execute('println!("stopped cell ran");')
+        km.interrupt_kernel()
+        reply, msgs = collect(kc, msg_id, timeout=60)
+        assert reply["content"]["status"] == "error", [summary(m) for m in msgs]
+        assert reply["content"]["ename"] == "Interrupted"
+        assert "before it started" in reply["content"]["evalue"]
+        assert "stopped cell ran" not in stream_text(msgs)
+        reply, msgs = run(kc, "let after = 20 + 1;\nafter")
+        ok(reply, msgs)
+        assert result_text(msgs) == "21"
+        # The warm-up ran between the first cell and the last (each cell logs its phases).
+        events = [("warm-up" if "warm-up" in line else "cell")
+                  for line in log.read_text().splitlines()
+                  if "rust-async timing: warm-up" in line or "rust-async timing: cell phases" in line]
+        assert events == ["cell", "warm-up", "cell"], log.read_text()
+    finally:
+        stop_kernel(km, kc)
 
 
 def test_interrupting_a_cell_without_await_points_restarts_and_says_so(fresh_kernel):

@@ -231,6 +231,16 @@ pub(crate) fn interrupted() -> CellError {
     }
 }
 
+pub(crate) fn interrupted_before_start() -> CellError {
+    let message = "The cell was interrupted before it started (the kernel was still preparing), \
+                   so it did not run. Nothing else changed.";
+    CellError {
+        name: "Interrupted".into(),
+        message: message.into(),
+        traceback: vec![format!("{RED}Interrupted{RESET}: {message}")],
+    }
+}
+
 pub(crate) fn interrupted_by_restart() -> CellError {
     let message = "The cell was interrupted, but it never reached an `.await` (busy computing or \
                    blocking a thread), so the kernel restarted the user-code process. All \

@@ -242,8 +242,22 @@ impl Engine {
     /// inference of a `let` needs (about 2 s). A completion request does it without compiling
     /// anything or creating a variable. For engines started before a notebook needs them.
     pub fn warm_up(&mut self) {
+        let timing = Timing::from_env();
         let code = "let handle = tokio::spawn(async { std::time::Duration::from_millis(1) });\nhandle.";
         let _ = self.context.completions(code, code.len());
+        timing.note("warm-up (rust-analyzer)");
+    }
+
+    /// How many interrupt requests have arrived so far: work done between cells compares
+    /// this before and after to tell whether "stop" was pressed meanwhile.
+    pub fn interrupts(&self) -> u64 {
+        self.output.interrupts()
+    }
+
+    /// The outcome of a cell that was interrupted while it waited for the engine, before it
+    /// started: it never ran.
+    pub fn interrupted_before_start() -> CellOutcome {
+        CellOutcome::Failure(diagnostics::interrupted_before_start())
     }
 
     /// Makes an engine started ahead of time run user code in the notebook's session: its

@@ -46,6 +46,8 @@ struct Shared {
     child_pid: Option<i32>,
     /// Counts executions, so a late watcher can tell its execution is over.
     execution: u64,
+    /// Counts interrupt requests, so work done between cells can tell one arrived meanwhile.
+    interrupts: u64,
 }
 
 /// Reads user-process records on a background thread for as long as the kernel lives.
@@ -97,6 +99,7 @@ impl OutputReader {
     /// Returns whether the cell had started.
     pub fn interrupt(&self) -> bool {
         let mut shared = self.shared.0.lock().unwrap();
+        shared.interrupts += 1;
         if shared.fate.cell.is_some() && !shared.fate.ended {
             if let Some(pid) = shared.child_pid {
                 send_sigint(pid);
@@ -106,6 +109,11 @@ impl OutputReader {
             shared.interrupt_when_started = true;
             false
         }
+    }
+
+    /// How many interrupt requests have arrived so far.
+    pub fn interrupts(&self) -> u64 {
+        self.shared.0.lock().unwrap().interrupts
     }
 
     /// The current execution and the cell it runs, if it is running.

@@ -56,6 +56,11 @@ pub struct StartedEngine {
     pub events: UnboundedReceiver<FromEngine>,
 }
 
+/// A kernel started cold does the analysis work of the first `let` (about 2 s, see
+/// `Engine::warm_up`) once it has sat idle this long: a student reading between cells does not
+/// wait for it, while cells sent back to back (Run All, nbconvert) never queue behind it.
+const IDLE_BEFORE_WARM_UP: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Starts the engine thread; the engine itself starts at once, in the background.
 pub fn start() -> StartedEngine {
     let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
@@ -82,7 +87,37 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
                 }
             };
             let _ = interrupter_sender.send(engine.interrupter());
-            for job in job_queue {
+            let mut warmed_up = false;
+            let mut next_job = None;
+            loop {
+                let job = if let Some(job) = next_job.take() {
+                    Some(job)
+                } else if warmed_up {
+                    job_queue.recv().ok()
+                } else {
+                    match job_queue.recv_timeout(IDLE_BEFORE_WARM_UP) {
+                        Ok(job) => Some(job),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            let interrupts = engine.interrupts();
+                            let _ = guarded(|| engine.warm_up());
+                            warmed_up = true;
+                            if engine.interrupts() != interrupts {
+                                // "Stop" pressed during the warm-up meant a cell sent meanwhile
+                                // (the front end shows it running): it must not run after all.
+                                match job_queue.try_recv() {
+                                    Ok(Job::Execute { .. }) => {
+                                        let _ = events.send(FromEngine::Finished(Engine::interrupted_before_start()));
+                                    }
+                                    Ok(job) => next_job = Some(job),
+                                    Err(_) => {}
+                                }
+                            }
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                    }
+                };
+                let Some(job) = job else { return };
                 match job {
                     Job::Execute { code, input } => {
                         let outcome = guarded(|| engine.execute(&code, input)).unwrap_or_else(|message| {
@@ -109,6 +144,7 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
                     Job::WarmUp { skip, done } => {
                         if !skip.load(std::sync::atomic::Ordering::SeqCst) {
                             let _ = guarded(|| engine.warm_up());
+                            warmed_up = true;
                             let _ = done.send(());
                         }
                     }
