@@ -13,6 +13,9 @@ jupyter_client, as Jupyter front ends do, and prints one table:
   twice: cold (no spare kernel: `RUST_ASYNC_SPARE=0`, what the first kernel after a while
   costs), and with a warmed-up spare kernel standing by (what every later kernel, restart or
   graded notebook costs; see kernel/server/src/spare.rs);
+* the first `let` cell of that cold kernel, sent after it sat idle for 3 s (as a student reads
+  between cells): type inference of a first `let` needs rust-analyzer work (about 2 s) that a
+  kernel does while idle;
 * a warm await cell (median of >= 10 runs after warm-up);
 * a 20-cell lesson notebook under `jupyter nbconvert --to notebook --execute`;
 * 10 000 spawned tasks each sleeping 100 ms, in one cell, timed inside the cell, against one
@@ -87,6 +90,8 @@ FIRST_CELL_TIMEOUT = 300  # a kernel whose runtime library is not prepared build
 CELL_TIMEOUT = 120
 
 AWAIT_CELL = "tokio::time::sleep(std::time::Duration::from_millis(1)).await;"
+FIRST_LET_CELL = "let first_variable = 5;"
+IDLE_BEFORE_FIRST_LET_S = 3.0
 
 N_TASKS = 10_000
 TASK_SLEEP_MS = 100
@@ -384,6 +389,7 @@ class Column:
     ready_s: float | None = None
     first_cell_s: float | None = None
     first_cell_spare_s: float | None = None
+    first_let_after_idle_s: float | None = None
     warm_s: float | None = None
     warm_runs: list[float] = field(default_factory=list)
     nbconvert_s: float | None = None
@@ -479,6 +485,10 @@ def measure_cells(
             column.first_cell_s = time.perf_counter() - start
             log(f"{column.label}: kernel ready in {column.ready_s:.2f} s, "
                 f"first await cell done at {column.first_cell_s:.2f} s")
+            time.sleep(IDLE_BEFORE_FIRST_LET_S)
+            column.first_let_after_idle_s = ok(kernel, kernel.execute(FIRST_LET_CELL), FIRST_LET_CELL).elapsed
+            log(f"{column.label}: first let cell after {IDLE_BEFORE_FIRST_LET_S:g} s idle: "
+                f"{column.first_let_after_idle_s:.3f} s")
 
             for _ in range(warm_up):
                 ok(kernel, kernel.execute(AWAIT_CELL), AWAIT_CELL)
@@ -689,6 +699,8 @@ def table(floor_s: float, floor_rss: int, floor_runs: int, cols: list[Column],
         ("kernel start → first .await cell done (spare ready)",
          lambda c: (fmt_s(c.first_cell_spare_s), fmt_x(c.first_cell_spare_s, floor_s)),
          f"≤ {FIRST_CELL_TARGET_S:g} s", verdict("first_await_cell_spare", spare_pass)),
+        (f"first let cell, after {IDLE_BEFORE_FIRST_LET_S:g} s idle (cold kernel)",
+         lambda c: (fmt_s(c.first_let_after_idle_s), fmt_x(c.first_let_after_idle_s, floor_s)), "", ""),
         (f"warm await cell (median of {warm_n})",
          lambda c: (fmt_s(c.warm_s), fmt_x(c.warm_s, floor_s)),
          warm_target, verdict("warm_await_cell", warm_pass, warm_why)),
@@ -838,6 +850,7 @@ def main() -> int:
                 "kernel_ready_s": c.ready_s,
                 "first_await_cell_s": c.first_cell_s,
                 "first_await_cell_spare_ready_s": c.first_cell_spare_s,
+                "first_let_cell_after_idle_s": c.first_let_after_idle_s,
                 "warm_await_cell_s": c.warm_s,
                 "warm_await_cell_runs_s": c.warm_runs,
                 "nbconvert_lesson_notebook_s": c.nbconvert_s,
