@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import of_type, run, stream_text, streams, summary
+from conftest import of_type, result_text, run, stream_text, streams, summary
 
 
 def test_print_without_newline(kc):
@@ -112,3 +112,22 @@ def test_stdin_input_request(kc):
     assert isinstance(requests[0]["content"]["prompt"], str)
     assert not requests[0]["content"]["password"]
     assert stream_text(msgs) == "typed: hello rust\n"
+
+
+def test_a_command_cell_answers_at_once_and_a_mixed_cell_keeps_its_output(kc):
+    # evcxr's `:` commands run nothing in the user process: the kernel must not wait for
+    # output from it (it once waited 5 s for every `:vars`, `:fmt`, `:help`, ...).
+    reply, msgs = run(kc, "let listed_variable = 1;")
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    started = time.monotonic()
+    reply, msgs = run(kc, ":vars")
+    took = time.monotonic() - started
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    shown = stream_text(msgs) + result_text(msgs)
+    assert "listed_variable: i32" in shown, [summary(m) for m in msgs]
+    assert took < 2.5, f"`:vars` took {took:.1f} s"
+    # Code after a command still runs, and all of its output arrives.
+    reply, msgs = run(kc, ':vars\nprintln!("after a command");')
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    assert "after a command\n" in stream_text(msgs)
+    assert "listed_variable: i32" in stream_text(msgs) + result_text(msgs)

@@ -315,7 +315,14 @@ impl Engine {
                 .collect();
             eprintln!("rust-async timing: cell phases: {}", phases.join(", "));
         }
-        let ran = matches!(result, Ok(_) | Err(evcxr::Error::SubprocessTerminated(_)));
+        // Records of a cell that ran may still be on their way (they travel apart from evcxr's
+        // own channel). Commands such as `:vars` or `:fmt` run nothing in the user process:
+        // their result has no "Execution" phase, and nothing is to be waited for.
+        let ran = match &result {
+            Ok(outputs) => outputs.phases.iter().any(|phase| phase.name == "Execution"),
+            Err(evcxr::Error::SubprocessTerminated(_)) => true,
+            Err(_) => false,
+        };
         let fate = self
             .output
             .finish_cell(if ran { Duration::from_secs(5) } else { Duration::ZERO });
