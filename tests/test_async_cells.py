@@ -312,18 +312,47 @@ def test_a_runtime_of_your_own_on_another_thread_works(kc):
     assert result_text(msgs) == "42"
 
 
-def test_cells_share_one_copy_of_tokio(kc):
-    """The single copy, shown on the binaries: a cell's shared object defines no tokio code
-    and no thread-locals of its own; it links the runtime library's shared object."""
-    ok(*run(kc, "let handle_from_cell = tokio::runtime::Handle::current();\n"
-                "tokio::spawn(async { 1 }).await.unwrap()"))
+def last_cell_object(kc) -> Path:
+    """The shared object of the last cell the kernel compiled."""
     reply, msgs = run(kc, ":last_compile_dir")
     ok(reply, msgs)
     compile_dir = Path((result_text(msgs) or stream_text(msgs)).strip().strip('"'))
     builds = compile_dir / "target" / "x86_64-unknown-linux-gnu" / "debug"
     cells = sorted(builds.glob("libcode_*.so"), key=lambda p: p.stat().st_mtime)
     assert cells, f"no cell shared objects in {builds}"
-    cell = cells[-1]
+    return cells[-1]
+
+
+def test_opt_sets_how_much_cells_are_optimised(kc):
+    """Cells compile at opt-level 0 (compile time is what a student waits for) until `:opt`
+    says otherwise; the optimiser then inlines the cell's helper functions away."""
+    cell = "let numbers: Vec<u64> = (1..=10).collect();\nnumbers.iter().sum::<u64>()"
+
+    def functions_in_last_cell() -> int:
+        symbols = subprocess.run(["nm", str(last_cell_object(kc))], capture_output=True, text=True,
+                                 check=True).stdout
+        return sum(1 for line in symbols.splitlines() if line.split()[-2:-1] in (["t"], ["T"]))
+
+    reply, msgs = run(kc, cell)
+    ok(reply, msgs)
+    unoptimised = functions_in_last_cell()
+    try:
+        ok(*run(kc, ":opt 2"))
+        reply, msgs = run(kc, cell)
+        ok(reply, msgs)
+        assert result_text(msgs) == "55"
+        optimised = functions_in_last_cell()
+    finally:
+        ok(*run(kc, ":opt 0"))
+    assert optimised < unoptimised / 2, (unoptimised, optimised)
+
+
+def test_cells_share_one_copy_of_tokio(kc):
+    """The single copy, shown on the binaries: a cell's shared object defines no tokio code
+    and no thread-locals of its own; it links the runtime library's shared object."""
+    ok(*run(kc, "let handle_from_cell = tokio::runtime::Handle::current();\n"
+                "tokio::spawn(async { 1 }).await.unwrap()"))
+    cell = last_cell_object(kc)
     sections = subprocess.run(["readelf", "-SW", str(cell)], capture_output=True, text=True,
                               check=True).stdout
     assert ".tdata" not in sections and ".tbss" not in sections, "the cell has thread-locals"

@@ -203,6 +203,9 @@ impl Engine {
         library.seed_cell_dir(&cell_dir, template.is_some())?;
         let mut state = eval_context.state();
         state.set_offline_mode(true);
+        state
+            .set_opt_level(runtime_library::CELL_OPT_LEVEL)
+            .map_err(|error| EngineError::Evcxr(error.to_string()))?;
         // Replaces evcxr's own RUSTFLAGS (only `-Cprefer-dynamic`, with no lld installed).
         state.set_build_env("RUSTFLAGS", runtime_library::CELL_RUSTFLAGS);
         state

@@ -65,7 +65,8 @@ impl RuntimeLibrary {
             inputs.push_str(&std::fs::read_to_string(file).unwrap_or_default());
         }
         inputs.push_str(crate::PRELUDE);
-        inputs.push_str("cells at opt-level 0, dependencies at 2");
+        inputs.push_str("dependencies at opt-level 2 (parent .cargo/config.toml), cells at ");
+        inputs.push_str(CELL_OPT_LEVEL);
         inputs.push_str(CELL_RUSTFLAGS);
         let rustc = Command::new("rustc").arg("-vV").output().map(|out| out.stdout).unwrap_or_default();
         inputs.push_str(&String::from_utf8_lossy(&rustc));
@@ -137,18 +138,20 @@ impl RuntimeLibrary {
     }
 }
 
-/// Cells compile unoptimised (a cell is small and runs once: compile time is what the student
-/// waits for), while the runtime library and tokio stay optimised. evcxr writes the cell crate's
-/// own `.cargo/config.toml`; cargo also reads one in the parent directory, where this goes.
-/// The template is prepared with the same profile, so kernels find its build fresh.
+/// The runtime library and tokio stay optimised whatever the cells' own optimisation level
+/// (`CELL_OPT_LEVEL`, or what the user sets with `:opt`, which evcxr writes into the cell
+/// crate's manifest). evcxr writes the cell crate's own `.cargo/config.toml`; cargo also reads
+/// one in the parent directory, where this goes. The template is prepared with the same
+/// profile, so kernels find its build fresh.
 pub(crate) fn write_cargo_profile(cell_dir: &Path) -> std::io::Result<()> {
     let Some(parent) = cell_dir.parent() else { return Ok(()) };
     std::fs::create_dir_all(parent.join(".cargo"))?;
-    std::fs::write(
-        parent.join(".cargo/config.toml"),
-        "[profile.dev]\nopt-level = 0\n\n[profile.dev.package.\"*\"]\nopt-level = 2\n",
-    )
+    std::fs::write(parent.join(".cargo/config.toml"), "[profile.dev.package.\"*\"]\nopt-level = 2\n")
 }
+
+/// Cells compile unoptimised unless the user asks otherwise (`:opt 2`): a cell is small and
+/// usually runs once, so its compile time is what the student waits for.
+pub(crate) const CELL_OPT_LEVEL: &str = "0";
 
 fn copy_template(template: &Path, cell_dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(cell_dir.join("target"))?;
