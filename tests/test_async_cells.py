@@ -312,6 +312,30 @@ def test_a_runtime_of_your_own_on_another_thread_works(kc):
     assert result_text(msgs) == "42"
 
 
+def test_clear_forgets_the_session_but_cells_stay_async(fresh_kernel):
+    """evcxr's `:clear` forgets variables and items; cells still run on the shared runtime
+    with tokio at hand, as in a fresh kernel."""
+    _, kc = fresh_kernel
+    ok(*run(kc, "let forgotten = 1;\nfn helper() -> u8 { 2 }", timeout=180))
+    ok(*run(kc, ":clear"))
+    reply, msgs = run(kc, "forgotten")
+    assert reply["content"]["status"] == "error"
+    assert "cannot find value `forgotten`" in reply["content"]["evalue"]
+    reply, msgs = run(kc, "let task = tokio::spawn(async {\n"
+                          "    tokio::time::sleep(std::time::Duration::from_millis(10)).await;\n"
+                          "    40\n"
+                          "});\n"
+                          "task.await.unwrap() + 2")
+    ok(reply, msgs)
+    assert result_text(msgs) == "42"
+    # `:clear` with code in the same cell: the commands run first, as evcxr does.
+    reply, msgs = run(kc, "let kept = 7;\n:clear\nkept * 6")
+    ok(reply, msgs)
+    assert result_text(msgs) == "42"
+    reply, msgs = run(kc, "task")
+    assert reply["content"]["status"] == "error"
+
+
 def last_cell_object(kc) -> Path:
     """The shared object of the last cell the kernel compiled."""
     reply, msgs = run(kc, ":last_compile_dir")

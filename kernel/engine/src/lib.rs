@@ -117,6 +117,8 @@ pub struct Engine {
     output: Arc<OutputReader>,
     process: Arc<Mutex<std::process::Child>>,
     killed_by_interrupt: Arc<AtomicBool>,
+    /// The runtime library as a dependency, for evcxr's `:dep` after a `:clear`.
+    tokio_dependency: String,
     /// Cell sources and evcxr's working files; removed when the engine is dropped.
     work_dir: tempfile::TempDir,
 }
@@ -208,8 +210,9 @@ impl Engine {
             .map_err(|error| EngineError::Evcxr(error.to_string()))?;
         // Replaces evcxr's own RUSTFLAGS (only `-Cprefer-dynamic`, with no lld installed).
         state.set_build_env("RUSTFLAGS", runtime_library::CELL_RUSTFLAGS);
+        let tokio_dependency = library.dependency_spec();
         state
-            .add_dep("tokio", &library.dependency_spec())
+            .add_dep("tokio", &tokio_dependency)
             .map_err(|error| EngineError::Evcxr(error.to_string()))?;
         timing.note("runtime library seeded");
         output.begin_cell(silent_input(), None);
@@ -228,6 +231,7 @@ impl Engine {
             output,
             process,
             killed_by_interrupt: Arc::new(AtomicBool::new(false)),
+            tokio_dependency,
             work_dir,
         })
     }
@@ -282,6 +286,16 @@ impl Engine {
         if let Some(error) = diagnostics::refuse_tokio_dependency(code) {
             return CellOutcome::Failure(error);
         }
+        let code = match without_clear_command(code) {
+            Some(rest) => {
+                if let Err(error) = self.clear() {
+                    return CellOutcome::Failure(error);
+                }
+                std::borrow::Cow::Owned(rest)
+            }
+            None => std::borrow::Cow::Borrowed(code),
+        };
+        let code = code.as_ref();
         let pid = self.process.lock().ok().map(|child| child.id() as i32);
         self.killed_by_interrupt.store(false, Ordering::SeqCst);
         self.output.begin_cell(input, pid);
@@ -332,6 +346,26 @@ impl Engine {
         let source = self.context.last_source().unwrap_or_default();
         let killed_by_interrupt = self.killed_by_interrupt.swap(false, Ordering::SeqCst);
         outcome(&code, &source, result, fate, killed_by_interrupt)
+    }
+
+    /// evcxr's `:clear` forgets every item and dependency, the runtime library and the
+    /// prelude with them (cells would no longer find `tokio`, nor run as async blocks): add
+    /// them again, as a fresh kernel has them. evcxr's settings (`:opt`, ...) are kept.
+    fn clear(&mut self) -> Result<(), CellError> {
+        let failed = |message: String| CellError {
+            name: "KernelError".into(),
+            message: format!("`:clear` failed: {message}"),
+            traceback: vec![format!("KernelError: `:clear` failed: {message}")],
+        };
+        self.context.execute(":clear").map_err(|error| failed(error.to_string()))?;
+        self.output.begin_cell(silent_input(), None);
+        let setup = format!(":dep tokio = {}\n{PRELUDE}", self.tokio_dependency);
+        let result = self.context.execute(&setup);
+        let fate = self.output.finish_cell(Duration::from_secs(5));
+        match outcome(&setup, "", result, fate, false) {
+            CellOutcome::Failure(error) => Err(failed(error.message)),
+            _ => Ok(()),
+        }
     }
 
     /// Completions at `cursor` (a character offset), from evcxr's rust-analyzer.
@@ -474,6 +508,16 @@ fn remove_abandoned_work_dirs() {
             let _ = std::fs::remove_dir_all(&path);
         }
     }
+}
+
+/// The cell without its `:clear` command lines (left blank, so that the lines of the rest keep
+/// their numbers), when it has any. evcxr runs a cell's commands before its code, wherever
+/// they stand, so clearing first and then running the rest is what the cell asked for.
+fn without_clear_command(code: &str) -> Option<String> {
+    let is_clear = |line: &str| line.trim() == ":clear";
+    code.lines().any(is_clear).then(|| {
+        code.lines().map(|line| if is_clear(line) { "" } else { line }).collect::<Vec<_>>().join("\n")
+    })
 }
 
 fn silent_input() -> InputReader {
