@@ -278,6 +278,18 @@ def test_a_dep_on_tokio_is_refused_with_an_explanation(kc):
     assert "built into this kernel" in reply["content"]["evalue"]
 
 
+@pytest.mark.parametrize("command", [":quit", ":toolchain nightly", ":allow_static_linking 0"])
+def test_a_command_that_would_break_the_kernel_is_refused_and_the_kernel_goes_on(kc, command):
+    ok(*run(kc, "let still_here = 5;"))
+    reply, msgs = run(kc, command, timeout=30)
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "UnsupportedCommand"
+    assert "not supported in this kernel" in reply["content"]["evalue"]
+    reply, msgs = run(kc, "tokio::task::yield_now().await;\nstill_here + 1")
+    ok(reply, msgs)
+    assert result_text(msgs) == "6"
+
+
 def test_spawning_a_non_send_value_gets_a_hint(kc):
     reply, msgs = run(kc, "let counter = std::rc::Rc::new(1);\n"
                           'tokio::spawn(async move { println!("{counter}"); });')

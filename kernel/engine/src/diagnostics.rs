@@ -302,9 +302,50 @@ pub(crate) fn refuse_tokio_dependency(code: &str) -> Option<CellError> {
     })
 }
 
+/// evcxr commands that would take the kernel apart: refused, with what to do instead.
+pub(crate) fn refuse_unsupported_command(code: &str) -> Option<CellError> {
+    let (line, why) = code.lines().map(str::trim).find_map(|line| {
+        let mut words = line.split_whitespace();
+        let why = match (words.next()?, words.next()) {
+            (":quit", _) => {
+                "it would end the kernel's process, and every variable with it. To stop the \
+                 kernel, use the notebook's Kernel menu (Shut Down, or Restart for a fresh start)."
+            }
+            (":toolchain", Some(_)) => {
+                "cells link the runtime library (tokio) that set-up built with this kernel's \
+                 toolchain; another toolchain could not load it (and might try to download)."
+            }
+            (":allow_static_linking", Some("0" | "false")) => {
+                "cells must link the kernel's one shared copy of tokio, and evcxr's dynamic \
+                 linking of dependencies does not work with this Rust version."
+            }
+            _ => return None,
+        };
+        Some((line, why))
+    })?;
+    let message = format!("`{line}` is not supported in this kernel: {why}");
+    Some(CellError {
+        name: "UnsupportedCommand".into(),
+        traceback: vec![format!("{RED}UnsupportedCommand{RESET}: {message}")],
+        message,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_that_would_break_the_kernel_are_refused() {
+        for command in [":quit", "  :toolchain nightly", ":allow_static_linking 0"] {
+            let error = refuse_unsupported_command(&format!("let x = 1;\n{command}")).unwrap();
+            assert_eq!(error.name, "UnsupportedCommand");
+            assert!(error.message.contains(command.trim()), "{}", error.message);
+        }
+        for fine in [":toolchain", ":allow_static_linking 1", ":vars", "let quit = 1;"] {
+            assert!(refuse_unsupported_command(fine).is_none(), "{fine}");
+        }
+    }
 
     #[test]
     fn short_type_names_drop_module_paths() {

@@ -283,7 +283,9 @@ impl Engine {
     /// Runs one cell. Output streams to the sink while it runs; when this returns, every
     /// output of the cell has been handed to the sink.
     pub fn execute(&mut self, code: &str, input: InputReader) -> CellOutcome {
-        if let Some(error) = diagnostics::refuse_tokio_dependency(code) {
+        if let Some(error) =
+            diagnostics::refuse_tokio_dependency(code).or_else(|| diagnostics::refuse_unsupported_command(code))
+        {
             return CellOutcome::Failure(error);
         }
         let code = match without_clear_command(code) {
