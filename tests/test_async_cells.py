@@ -19,6 +19,7 @@ from conftest import (
     flush,
     of_type,
     parent_id,
+    plain,
     result_text,
     run,
     start_kernel,
@@ -311,6 +312,15 @@ def test_starting_a_runtime_inside_the_runtime_explains_itself(kc):
     assert reply["content"]["ename"] == "Panic"
     assert "Cannot start a runtime from within a runtime" in reply["content"]["evalue"]
     assert "hint" in reply["content"]["evalue"]
+
+
+def test_tokio_main_in_a_cell_gets_a_hint(kc):
+    ok(*run(kc, '#[tokio::main]\nasync fn tutorial_main() {\n    println!("from main");\n}'))
+    reply, msgs = run(kc, "tutorial_main()")
+    assert reply["content"]["ename"] == "Panic"
+    traceback = plain("\n".join(reply["content"]["traceback"]))
+    assert "Remove `#[tokio::main]`" in traceback, traceback
+    assert "from main" not in stream_text(msgs)
 
 
 def test_a_runtime_of_your_own_on_another_thread_works(kc):

@@ -57,7 +57,17 @@ fn compile_hint(code: Option<&str>, text: &str) -> Option<&'static str> {
 /// Hints for panics whose message names a common async mistake.
 fn panic_hint(message: &str) -> Option<&'static str> {
     if message.contains("Cannot start a runtime from within a runtime") {
-        None // the runtime library's own message already explains it
+        if message.contains("hint:") {
+            None // the runtime library's own message (a `Runtime::new()` in a cell) explains it
+        } else {
+            // tokio's message: a runtime from `#[tokio::main]` or `runtime::Builder`.
+            Some(
+                "`#[tokio::main]`, or a runtime built with `tokio::runtime::Builder`, blocks this \
+                 thread to run its future, but every cell already runs inside the kernel's \
+                 runtime. Remove `#[tokio::main]` and `.await` the function instead (for \
+                 example `main().await`), or run the other runtime on a thread of its own.",
+            )
+        }
     } else if message.contains("Cannot drop a runtime in a context where blocking is not allowed")
         || message.contains("Cannot block the current thread from within a runtime")
     {
