@@ -350,8 +350,8 @@ def test_clear_forgets_the_session_but_cells_stay_async(fresh_kernel):
                           "task.await.unwrap() + 2")
     ok(reply, msgs)
     assert result_text(msgs) == "42"
-    # `:clear` with code in the same cell: the commands run first, as evcxr does.
-    reply, msgs = run(kc, "let kept = 7;\n:clear\nkept * 6")
+    # `:clear` at the top of a cell with code: the code runs after the clearing.
+    reply, msgs = run(kc, ":clear\nlet kept = 7;\nkept * 6")
     ok(reply, msgs)
     assert result_text(msgs) == "42"
     reply, msgs = run(kc, "task")

@@ -296,14 +296,16 @@ pub(crate) fn evaluation_error(message: &str) -> CellError {
 
 /// The kernel provides tokio itself: a second copy would split the runtime in two.
 pub(crate) fn refuse_tokio_dependency(code: &str) -> Option<CellError> {
-    let line = code.lines().map(str::trim).find(|line| {
-        line.strip_prefix(":dep")
-            .map(str::trim_start)
-            .is_some_and(|rest| rest == "tokio" || rest.starts_with("tokio ") || rest.starts_with("tokio="))
+    let command = crate::commands::leading_commands(code).into_iter().find(|command| {
+        command.name == ":dep"
+            && command.args.is_some_and(|args| {
+                args == "tokio" || args.starts_with("tokio ") || args.starts_with("tokio=")
+            })
     })?;
     let message = format!(
-        "`{line}`: tokio is built into this kernel (with all features), shared by every cell. \
-         Remove the `:dep` line and use `tokio::...` directly."
+        "`{}`: tokio is built into this kernel (with all features), shared by every cell. \
+         Remove the `:dep` line and use `tokio::...` directly.",
+        command.text.trim_end()
     );
     Some(CellError {
         name: "DependencyError".into(),
@@ -314,9 +316,8 @@ pub(crate) fn refuse_tokio_dependency(code: &str) -> Option<CellError> {
 
 /// evcxr commands that would take the kernel apart: refused, with what to do instead.
 pub(crate) fn refuse_unsupported_command(code: &str) -> Option<CellError> {
-    let (line, why) = code.lines().map(str::trim).find_map(|line| {
-        let mut words = line.split_whitespace();
-        let why = match (words.next()?, words.next()) {
+    let (line, why) = crate::commands::leading_commands(code).into_iter().find_map(|command| {
+        let why = match (command.name, command.args.map(str::trim).filter(|args| !args.is_empty())) {
             (":quit", _) => {
                 "it would end the kernel's process, and every variable with it. To stop the \
                  kernel, use the notebook's Kernel menu (Shut Down, or Restart for a fresh start)."
@@ -331,7 +332,7 @@ pub(crate) fn refuse_unsupported_command(code: &str) -> Option<CellError> {
             }
             _ => return None,
         };
-        Some((line, why))
+        Some((command.text.trim_end(), why))
     })?;
     let message = format!("`{line}` is not supported in this kernel: {why}");
     Some(CellError {
@@ -348,11 +349,11 @@ mod tests {
     #[test]
     fn commands_that_would_break_the_kernel_are_refused() {
         for command in [":quit", "  :toolchain nightly", ":allow_static_linking 0"] {
-            let error = refuse_unsupported_command(&format!("let x = 1;\n{command}")).unwrap();
+            let error = refuse_unsupported_command(&format!("// first\n{command}\nlet x = 1;")).unwrap();
             assert_eq!(error.name, "UnsupportedCommand");
             assert!(error.message.contains(command.trim()), "{}", error.message);
         }
-        for fine in [":toolchain", ":allow_static_linking 1", ":vars", "let quit = 1;"] {
+        for fine in [":toolchain", ":allow_static_linking 1", ":vars", "let quit = 1;", "let x = 1;\n:quit"] {
             assert!(refuse_unsupported_command(fine).is_none(), "{fine}");
         }
     }

@@ -11,6 +11,7 @@
 //! The runtime library (`kernel/runtime`) is the crate cells know as `tokio`; the engine knows it
 //! only through its source path and the record names of its `protocol` module.
 
+mod commands;
 pub mod diagnostics;
 mod future_values;
 pub mod host;
@@ -512,13 +513,21 @@ fn remove_abandoned_work_dirs() {
     }
 }
 
-/// The cell without its `:clear` command lines (left blank, so that the lines of the rest keep
-/// their numbers), when it has any. evcxr runs a cell's commands before its code, wherever
-/// they stand, so clearing first and then running the rest is what the cell asked for.
+/// The cell with its `:clear` command lines left blank (so that the lines of the rest keep
+/// their numbers), when it has any. evcxr runs a cell's commands before its code, so clearing
+/// first and then running the rest is what the cell asked for.
 fn without_clear_command(code: &str) -> Option<String> {
-    let is_clear = |line: &str| line.trim() == ":clear";
-    code.lines().any(is_clear).then(|| {
-        code.lines().map(|line| if is_clear(line) { "" } else { line }).collect::<Vec<_>>().join("\n")
+    let clears: Vec<usize> = commands::leading_commands(code)
+        .into_iter()
+        .filter(|command| command.name == ":clear")
+        .map(|command| command.index)
+        .collect();
+    (!clears.is_empty()).then(|| {
+        code.lines()
+            .enumerate()
+            .map(|(index, line)| if clears.contains(&index) { "" } else { line })
+            .collect::<Vec<_>>()
+            .join("\n")
     })
 }
 
