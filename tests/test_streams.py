@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from conftest import of_type, result_text, run, stream_text, streams, summary
 
 
@@ -131,3 +133,38 @@ def test_a_command_cell_answers_at_once_and_a_mixed_cell_keeps_its_output(kc):
     assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
     assert "after a command\n" in stream_text(msgs)
     assert "listed_variable: i32" in stream_text(msgs) + result_text(msgs)
+
+
+@pytest.mark.parametrize("format, value, shown", [
+    ("{:#?}", "vec![1, 2]", "[\n    1,\n    2,\n]"),
+    ("{:x?}", "vec![10u8, 255]", "[a, ff]"),
+    ("{:#X?}", "255u8", "0xFF"),
+    ("{:.2?}", "1.23456f64", "1.23"),
+    ("{:5?}", "7", "    7"),
+    ("value = {{{:?}}}", "7", "value = {7}"),
+])
+def test_fmt_sets_how_a_final_value_is_shown(kc, format, value, shown):
+    try:
+        reply, msgs = run(kc, f":fmt {format}")
+        assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+        reply, msgs = run(kc, value)
+        assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+        assert result_text(msgs) == shown
+    finally:
+        run(kc, ":fmt")
+    reply, msgs = run(kc, value)
+    assert result_text(msgs) == value.replace("f64", "").replace("u8", "").replace("vec!", "")
+
+
+def test_types_shows_the_type_of_a_final_value(kc):
+    reply, msgs = run(kc, ":types")
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    try:
+        reply, msgs = run(kc, "5u8")
+        assert result_text(msgs) == ": u8 = 5"
+        reply, msgs = run(kc, 'String::from("text")')
+        assert result_text(msgs) == ': alloc::string::String = "text"'
+    finally:
+        run(kc, ":types")
+    reply, msgs = run(kc, "5u8")
+    assert result_text(msgs) == "5"

@@ -120,6 +120,8 @@ pub struct Engine {
     killed_by_interrupt: Arc<AtomicBool>,
     /// The runtime library as a dependency, for evcxr's `:dep` after a `:clear`.
     tokio_dependency: String,
+    /// evcxr's `:fmt` and `:types`, as the runtime library must show final values.
+    final_value_format: FinalValueFormat,
     /// Cell sources and evcxr's working files; removed when the engine is dropped.
     work_dir: tempfile::TempDir,
 }
@@ -194,6 +196,7 @@ impl Engine {
         let mut user_process = std::process::Command::new(std::env::current_exe()?);
         user_process.env(user_process::OUTPUT_SOCKET_ENV, &socket_path);
         user_process.env(user_process::SESSION_FILE_ENV, work_dir.path().join(SESSION_FILE));
+        user_process.env(protocol::FINAL_VALUE_FORMAT_ENV, work_dir.path().join(FINAL_VALUE_FORMAT_FILE));
         let (mut eval_context, evcxr_outputs) = evcxr::EvalContext::with_subprocess_command(user_process)
             .map_err(|error| EngineError::Evcxr(error.to_string()))?;
         // Our user process sends its output through the socket; evcxr's own channels only carry
@@ -233,6 +236,7 @@ impl Engine {
             process,
             killed_by_interrupt: Arc::new(AtomicBool::new(false)),
             tokio_dependency,
+            final_value_format: FinalValueFormat::default(),
             work_dir,
         })
     }
@@ -338,6 +342,9 @@ impl Engine {
         // Records of a cell that ran may still be on their way (they travel apart from evcxr's
         // own channel). Commands such as `:vars` or `:fmt` run nothing in the user process:
         // their result has no "Execution" phase, and nothing is to be waited for.
+        if result.is_ok() {
+            self.follow_display_commands(&code);
+        }
         let ran = match &result {
             Ok(outputs) => outputs.phases.iter().any(|phase| phase.name == "Execution"),
             Err(evcxr::Error::SubprocessTerminated(_)) => true,
@@ -368,6 +375,33 @@ impl Engine {
         match outcome(&setup, "", result, fate, false) {
             CellOutcome::Failure(error) => Err(failed(error.message)),
             _ => Ok(()),
+        }
+    }
+
+    /// evcxr keeps `:fmt` and `:types` for the final value it prints itself; the runtime
+    /// library prints most final values (`__DisplayFinalValue`) and reads them from a file.
+    /// Called after a cell evcxr accepted (a failed cell's commands are not kept).
+    fn follow_display_commands(&mut self, code: &str) {
+        let mut format = self.final_value_format.clone();
+        for command in commands::leading_commands(code) {
+            match command.name {
+                ":fmt" => format.format = command.args.unwrap_or("{:?}").to_owned(),
+                ":types" => format.show_type = !format.show_type,
+                _ => {}
+            }
+        }
+        if format != self.final_value_format {
+            let path = self.work_dir.path().join(FINAL_VALUE_FORMAT_FILE);
+            let written = if format == FinalValueFormat::default() {
+                std::fs::remove_file(&path)
+            } else {
+                let types = if format.show_type { "types" } else { "" };
+                std::fs::write(&path, format!("{types}\n{}", format.format))
+            };
+            if let Err(error) = written {
+                eprintln!("rust-async: could not pass `:fmt`/`:types` on to the runtime library: {error}");
+            }
+            self.final_value_format = format;
         }
     }
 
@@ -487,9 +521,24 @@ impl Timing {
     }
 }
 
+/// evcxr's `:fmt` and `:types`.
+#[derive(Clone, PartialEq, Debug)]
+struct FinalValueFormat {
+    format: String,
+    show_type: bool,
+}
+
+impl Default for FinalValueFormat {
+    fn default() -> Self {
+        FinalValueFormat { format: "{:?}".into(), show_type: false }
+    }
+}
+
 const WORK_DIR_PREFIX: &str = "rust-async-";
 /// In the work directory: the notebook session the user process takes on (see `Session`).
 const SESSION_FILE: &str = "session.json";
+/// In the work directory: `:fmt` and `:types` for the runtime library (see `protocol`).
+const FINAL_VALUE_FORMAT_FILE: &str = "final-value-format";
 /// Holds the pid of the kernel that owns a work directory.
 const OWNER_FILE: &str = "kernel.pid";
 

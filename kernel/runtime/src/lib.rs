@@ -174,7 +174,8 @@ pub use task::spawn;
 /// `(expr).evcxr_display()` and, when that fails (most types have no such method), compiles
 /// the cell again printing `{:?}`: two compiles for every cell that ends in a value. The
 /// kernel's prelude brings this trait into scope, so every `Debug` value has the method and
-/// prints just what evcxr's second attempt would. A type's own `evcxr_display` (an inherent
+/// prints just what evcxr's second attempt would, in the format set by `:fmt` and `:types`
+/// (the kernel passes them on, see [`display`]). A type's own `evcxr_display` (an inherent
 /// method) still wins; a value that is not `Debug` still falls back, and fails as before.
 #[doc(hidden)]
 pub trait __DisplayFinalValue {
@@ -183,7 +184,17 @@ pub trait __DisplayFinalValue {
 
 impl<T: std::fmt::Debug + ?Sized> __DisplayFinalValue for T {
     fn evcxr_display(&self) {
-        cell::send_text_plain(&format!("{self:?}"));
+        let text = display::final_value_text(&DebugOf(self), std::any::type_name::<T>());
+        cell::send_text_plain(&text);
+    }
+}
+
+/// Any `Debug` value, unsized ones too, as a `&dyn Debug`.
+struct DebugOf<'a, T: ?Sized>(&'a T);
+
+impl<T: std::fmt::Debug + ?Sized> std::fmt::Debug for DebugOf<'_, T> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(formatter)
     }
 }
 

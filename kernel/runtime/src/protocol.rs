@@ -24,3 +24,8 @@ pub const ERROR_TYPE: &str = "error-type";
 pub const DISPLAY: &str = "display";
 /// `clear-output true|false`: clear the current cell's output (`true`: when new output arrives).
 pub const CLEAR_OUTPUT: &str = "clear-output";
+
+/// Environment variable of the user process: the file in which the kernel keeps evcxr's `:fmt`
+/// and `:types` settings for a cell's final value (`types` or an empty line, then the format).
+/// No file: the default, `{:?}` without the type.
+pub const FINAL_VALUE_FORMAT_ENV: &str = "RUST_ASYNC_FINAL_VALUE_FORMAT";
