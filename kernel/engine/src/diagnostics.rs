@@ -60,12 +60,13 @@ fn panic_hint(message: &str) -> Option<&'static str> {
         if message.contains("hint:") {
             None // the runtime library's own message (a `Runtime::new()` in a cell) explains it
         } else {
-            // tokio's message: a runtime from `#[tokio::main]` or `runtime::Builder`.
+            // tokio's message: `Handle::block_on`, `#[tokio::main]`, a `runtime::Builder`.
             Some(
-                "`#[tokio::main]`, or a runtime built with `tokio::runtime::Builder`, blocks this \
-                 thread to run its future, but every cell already runs inside the kernel's \
-                 runtime. Remove `#[tokio::main]` and `.await` the function instead (for \
-                 example `main().await`), or run the other runtime on a thread of its own.",
+                "`block_on` (also inside a `#[tokio::main]` function, or on a runtime built with \
+                 `tokio::runtime::Builder`) blocks this thread to run a future, but every cell \
+                 already runs inside the kernel's runtime. `.await` the future instead: remove \
+                 `#[tokio::main]` and write `main().await`, say. Or run the other runtime on a \
+                 thread of its own.",
             )
         }
     } else if message.contains("Cannot drop a runtime in a context where blocking is not allowed")
@@ -242,8 +243,8 @@ pub(crate) fn interrupted() -> CellError {
 }
 
 pub(crate) fn interrupted_before_start() -> CellError {
-    let message = "The cell was interrupted before it started (the kernel was still preparing), \
-                   so it did not run. Nothing else changed.";
+    let message = "The cell was interrupted before its code started (the kernel was busy with \
+                   other work), so its code did not run.";
     CellError {
         name: "Interrupted".into(),
         message: message.into(),
@@ -326,7 +327,8 @@ pub(crate) fn refuse_unsupported_command(code: &str) -> Option<CellError> {
                 "cells link the runtime library (tokio) that set-up built with this kernel's \
                  toolchain; another toolchain could not load it (and might try to download)."
             }
-            (":allow_static_linking", Some("0" | "false")) => {
+            // evcxr links statically only for exactly `1`; anything else switches it off.
+            (":allow_static_linking", _) if command.args != Some("1") => {
                 "cells must link the kernel's one shared copy of tokio, and evcxr's dynamic \
                  linking of dependencies does not work with this Rust version."
             }
@@ -348,7 +350,8 @@ mod tests {
 
     #[test]
     fn commands_that_would_break_the_kernel_are_refused() {
-        for command in [":quit", "  :toolchain nightly", ":allow_static_linking 0"] {
+        for command in [":quit", "  :toolchain nightly", ":allow_static_linking 0", ":allow_static_linking",
+                        ":allow_static_linking true", ":allow_static_linking 1 "] {
             let error = refuse_unsupported_command(&format!("// first\n{command}\nlet x = 1;")).unwrap();
             assert_eq!(error.name, "UnsupportedCommand");
             assert!(error.message.contains(command.trim()), "{}", error.message);

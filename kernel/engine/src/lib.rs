@@ -135,6 +135,11 @@ pub struct Interrupter {
 }
 
 impl Interrupter {
+    /// How many interrupt requests have arrived so far (see [`Engine::execute`]).
+    pub fn interrupts(&self) -> u64 {
+        self.output.interrupts()
+    }
+
     /// Cancels the running cell at its current await point. A cell that does not reach an
     /// await point within a grace period is ended by restarting the user process.
     pub fn interrupt(&self) {
@@ -255,21 +260,10 @@ impl Engine {
     /// anything or creating a variable. For engines started before a notebook needs them.
     pub fn warm_up(&mut self) {
         let timing = Timing::from_env();
+        timing.note("warm-up starts");
         let code = "let handle = tokio::spawn(async { std::time::Duration::from_millis(1) });\nhandle.";
         let _ = self.context.completions(code, code.len());
         timing.note("warm-up (rust-analyzer)");
-    }
-
-    /// How many interrupt requests have arrived so far: work done between cells compares
-    /// this before and after to tell whether "stop" was pressed meanwhile.
-    pub fn interrupts(&self) -> u64 {
-        self.output.interrupts()
-    }
-
-    /// The outcome of a cell that was interrupted while it waited for the engine, before it
-    /// started: it never ran.
-    pub fn interrupted_before_start() -> CellOutcome {
-        CellOutcome::Failure(diagnostics::interrupted_before_start())
     }
 
     /// Makes an engine started ahead of time run user code in the notebook's session: its
@@ -287,11 +281,19 @@ impl Engine {
 
     /// Runs one cell. Output streams to the sink while it runs; when this returns, every
     /// output of the cell has been handed to the sink.
-    pub fn execute(&mut self, code: &str, input: InputReader) -> CellOutcome {
+    ///
+    /// `interrupts_at_send` is [`Interrupter::interrupts`] when the cell was sent: an interrupt
+    /// after that, while the cell waited for the engine (behind a warm-up, say), stops it
+    /// before it starts.
+    pub fn execute(&mut self, code: &str, input: InputReader, interrupts_at_send: u64) -> CellOutcome {
         if let Some(error) =
             diagnostics::refuse_tokio_dependency(code).or_else(|| diagnostics::refuse_unsupported_command(code))
         {
             return CellOutcome::Failure(error);
+        }
+        let stopped_before_start = |engine: &Engine| engine.output.interrupts() > interrupts_at_send;
+        if stopped_before_start(self) {
+            return CellOutcome::Failure(diagnostics::interrupted_before_start());
         }
         let code = match without_clear_command(code) {
             Some(rest) => {
@@ -306,6 +308,10 @@ impl Engine {
         let pid = self.process.lock().ok().map(|child| child.id() as i32);
         self.killed_by_interrupt.store(false, Ordering::SeqCst);
         self.output.begin_cell(input, pid);
+        if stopped_before_start(self) {
+            let _ = self.output.finish_cell(Duration::ZERO);
+            return CellOutcome::Failure(diagnostics::interrupted_before_start());
+        }
         let mut result = self.context.execute(code);
         let mut code = std::borrow::Cow::Borrowed(code);
         // A future kept in a variable: box it and run the (unrun) cell again.
@@ -339,14 +345,14 @@ impl Engine {
                 .collect();
             eprintln!("rust-async timing: cell phases: {}", phases.join(", "));
         }
-        // Records of a cell that ran may still be on their way (they travel apart from evcxr's
-        // own channel). Commands such as `:vars` or `:fmt` run nothing in the user process:
-        // their result has no "Execution" phase, and nothing is to be waited for.
         if result.is_ok() {
             self.follow_display_commands(&code);
         }
+        // Records of a cell that ran may still be on their way (they travel apart from evcxr's
+        // own channel). Commands such as `:vars` or `:fmt` run nothing in the user process:
+        // evcxr then reports no phases (compile, execution), and nothing is to be waited for.
         let ran = match &result {
-            Ok(outputs) => outputs.phases.iter().any(|phase| phase.name == "Execution"),
+            Ok(outputs) => !outputs.phases.is_empty(),
             Err(evcxr::Error::SubprocessTerminated(_)) => true,
             Err(_) => false,
         };
@@ -364,8 +370,10 @@ impl Engine {
     fn clear(&mut self) -> Result<(), CellError> {
         let failed = |message: String| CellError {
             name: "KernelError".into(),
-            message: format!("`:clear` failed: {message}"),
-            traceback: vec![format!("KernelError: `:clear` failed: {message}")],
+            message: format!("`:clear` failed: {message}. Restart the kernel to get cells working again."),
+            traceback: vec![format!(
+                "KernelError: `:clear` failed: {message}. Restart the kernel to get cells working again."
+            )],
         };
         self.context.execute(":clear").map_err(|error| failed(error.to_string()))?;
         self.output.begin_cell(silent_input(), None);

@@ -86,8 +86,9 @@ impl OutputReader {
     pub fn finish_cell(&self, timeout: Duration) -> CellFate {
         let (lock, ended) = &*self.shared;
         let shared = lock.lock().unwrap();
+        // Ended after it started: an end alone may be an earlier process's (see CELL_START).
         let (mut shared, _) = ended
-            .wait_timeout_while(shared, timeout, |shared| !shared.fate.ended)
+            .wait_timeout_while(shared, timeout, |shared| !(shared.fate.ended && shared.fate.cell.is_some()))
             .unwrap();
         shared.input = None;
         shared.interrupt_when_started = false;
@@ -181,6 +182,9 @@ fn handle_record(
             let number = payload_text.trim().parse().ok();
             state.current_cell = number;
             state.fate.cell = number;
+            // An end seen before the start was that of an earlier user process (one that
+            // `:restart` or `:clear` replaced), read before this process's connection.
+            state.fate.ended = false;
             if std::mem::take(&mut state.interrupt_when_started) {
                 if let Some(pid) = state.child_pid {
                     send_sigint(pid);

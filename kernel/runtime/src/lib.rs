@@ -52,12 +52,14 @@ pub mod runtime {
 
     impl Drop for Runtime {
         fn drop(&mut self) {
-            drop_flavour(&mut self.0);
+            // SAFETY: `drop` runs once, and nothing uses the flavour afterwards.
+            unsafe { drop_flavour(&mut self.0) }
         }
     }
 
-    fn drop_flavour(flavour: &mut std::mem::ManuallyDrop<Flavour>) {
-        // SAFETY: called once, from `Runtime::drop`; the flavour is not used afterwards.
+    /// # Safety
+    /// Call once, from `Runtime::drop` only: the flavour must not be used afterwards.
+    unsafe fn drop_flavour(flavour: &mut std::mem::ManuallyDrop<Flavour>) {
         unsafe { std::mem::ManuallyDrop::drop(flavour) }
     }
 

@@ -9,7 +9,8 @@ use std::sync::mpsc;
 use tokio::sync::{mpsc::UnboundedReceiver, mpsc::UnboundedSender, oneshot};
 
 pub enum Job {
-    Execute { code: String, input: InputReader },
+    /// `interrupts_at_send`: the interrupter's count when the cell was sent (see `Engine::execute`).
+    Execute { code: String, input: InputReader, interrupts_at_send: u64 },
     Complete { code: String, cursor: usize, reply: oneshot::Sender<Completions> },
     Inspect { code: String, cursor: usize, reply: oneshot::Sender<Option<(String, String)>> },
     /// Stop the user-code process and remove the engine's files, then acknowledge.
@@ -88,30 +89,15 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
             };
             let _ = interrupter_sender.send(engine.interrupter());
             let mut warmed_up = false;
-            let mut next_job = None;
             loop {
-                let job = if let Some(job) = next_job.take() {
-                    Some(job)
-                } else if warmed_up {
+                let job = if warmed_up {
                     job_queue.recv().ok()
                 } else {
                     match job_queue.recv_timeout(IDLE_BEFORE_WARM_UP) {
                         Ok(job) => Some(job),
                         Err(mpsc::RecvTimeoutError::Timeout) => {
-                            let interrupts = engine.interrupts();
                             let _ = guarded(|| engine.warm_up());
                             warmed_up = true;
-                            if engine.interrupts() != interrupts {
-                                // "Stop" pressed during the warm-up meant a cell sent meanwhile
-                                // (the front end shows it running): it must not run after all.
-                                match job_queue.try_recv() {
-                                    Ok(Job::Execute { .. }) => {
-                                        let _ = events.send(FromEngine::Finished(Engine::interrupted_before_start()));
-                                    }
-                                    Ok(job) => next_job = Some(job),
-                                    Err(_) => {}
-                                }
-                            }
                             continue;
                         }
                         Err(mpsc::RecvTimeoutError::Disconnected) => None,
@@ -119,8 +105,8 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
                 };
                 let Some(job) = job else { return };
                 match job {
-                    Job::Execute { code, input } => {
-                        let outcome = guarded(|| engine.execute(&code, input)).unwrap_or_else(|message| {
+                    Job::Execute { code, input, interrupts_at_send } => {
+                        let outcome = guarded(|| engine.execute(&code, input, interrupts_at_send)).unwrap_or_else(|message| {
                             CellOutcome::Failure(rust_async_engine::CellError {
                                 name: "KernelError".into(),
                                 message: format!("The kernel failed while running this cell: {message}"),

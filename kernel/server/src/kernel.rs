@@ -473,6 +473,9 @@ impl ShellLoop {
         execute: rust_async_wire::jupyter_protocol::ExecuteRequest,
     ) -> Handled {
         let shared = Arc::clone(&self.shared);
+        // Taken before `execute_input` is published: an interrupt that a front end sends after
+        // seeing the cell under way stops it, even before the engine gets to it.
+        let interrupts_at_send = self.interrupter.lock().await.as_ref().map_or(0, Interrupter::interrupts);
         let counts = !execute.silent && execute.store_history;
         if counts {
             self.execution_count += 1;
@@ -495,7 +498,7 @@ impl ShellLoop {
             reply(shell, &shared, request, "execute_reply", json!({ "status": "ok", "execution_count": count, "user_expressions": {}, "payload": payload })).await;
             return Handled::Ok;
         }
-        let outcome = self.run_cell(request, &execute.code, execute.allow_stdin).await;
+        let outcome = self.run_cell(request, &execute.code, execute.allow_stdin, interrupts_at_send).await;
         match outcome {
             CellOutcome::Success { result } => {
                 if let Some(text) = result.as_ref().and_then(|data| data.get("text/plain")?.as_str()) {
@@ -527,7 +530,13 @@ impl ShellLoop {
     }
 
     /// Runs `code` in the engine and publishes its outputs as they come, until it finishes.
-    async fn run_cell(&mut self, request: &Message, code: &str, allow_stdin: bool) -> CellOutcome {
+    async fn run_cell(
+        &mut self,
+        request: &Message,
+        code: &str,
+        allow_stdin: bool,
+        interrupts_at_send: u64,
+    ) -> CellOutcome {
         let input: InputReader = if allow_stdin {
             let requests = self.input_requests.clone();
             let parent = request.clone();
@@ -539,7 +548,7 @@ impl ShellLoop {
         } else {
             Arc::new(|_: &str| None)
         };
-        if !self.engine.send(Job::Execute { code: code.to_owned(), input }) {
+        if !self.engine.send(Job::Execute { code: code.to_owned(), input, interrupts_at_send }) {
             return CellOutcome::Failure(engine_gone("the engine thread has stopped"));
         }
         loop {
@@ -560,7 +569,8 @@ impl ShellLoop {
     }
 
     async fn evaluate_expression(&mut self, request: &Message, expression: &str) -> Value {
-        match self.run_cell(request, expression, false).await {
+        let interrupts_now = self.interrupter.lock().await.as_ref().map_or(0, Interrupter::interrupts);
+        match self.run_cell(request, expression, false, interrupts_now).await {
             CellOutcome::Success { result } => json!({ "status": "ok", "data": result.unwrap_or_default(), "metadata": {} }),
             CellOutcome::Failure(error) => json!({ "status": "error", "ename": error.name, "evalue": error.message, "traceback": error.traceback }),
         }
