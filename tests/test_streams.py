@@ -169,3 +169,15 @@ def test_types_shows_the_type_of_a_final_value(kc):
         run(kc, ":types")
     reply, msgs = run(kc, "5u8")
     assert result_text(msgs) == "5"
+
+
+@pytest.mark.parametrize("code, expected", [
+    ("(0..2000).collect::<Vec<u32>>()", "[" + ", ".join(str(i) for i in range(2000)) + "]"),
+    # More than one write of the user process can carry (4 MiB), cut between characters.
+    ('"é".repeat(2_500_000)', '"' + "é" * 2_500_000 + '"'),
+])
+def test_a_long_final_value_is_the_cell_result_whole(kc, code, expected):
+    reply, msgs = run(kc, code, timeout=120)
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs][:5]
+    assert stream_text(msgs) == ""
+    assert result_text(msgs) == expected

@@ -134,6 +134,7 @@ fn rewire_streams(socket_path: &std::path::Path) -> std::io::Result<()> {
             pending_stream: "stdout",
             evcxr_stdout,
             in_evcxr_content: false,
+            carried_content: String::new(),
         };
         forwarder.run(receiver, stdout_name);
     });
@@ -328,6 +329,8 @@ struct Forwarder {
     evcxr_stdout: std::fs::File,
     /// Inside an `EVCXR_BEGIN_CONTENT` .. `EVCXR_END_CONTENT` block, which evcxr reads itself.
     in_evcxr_content: bool,
+    /// The start of a content line whose rest comes in the next write (a long final value).
+    carried_content: String,
 }
 
 impl Forwarder {
@@ -376,8 +379,19 @@ impl Forwarder {
 
     /// Splits one stdout write into user text, runtime records and evcxr protocol lines.
     fn stdout(&mut self, data: &str) {
+        let joined;
+        let data = if self.carried_content.is_empty() {
+            data
+        } else {
+            joined = std::mem::take(&mut self.carried_content) + data;
+            joined.as_str()
+        };
         let mut user = String::new();
         for whole_piece in data.split_inclusive('\n') {
+            if self.in_evcxr_content && !whole_piece.ends_with('\n') {
+                self.carried_content.push_str(whole_piece);
+                continue;
+            }
             // evcxr's lines can follow user text that had no newline ("partialEVCXR_...").
             let piece = match whole_piece.find("EVCXR_") {
                 Some(start) if start > 0 && !self.in_evcxr_content && whole_piece.ends_with('\n') => {

@@ -94,9 +94,20 @@ pub(crate) fn write_record(kind: &str, payload: &str) {
 
 /// A final value, as evcxr's own display code sends it (evcxr reads it from stdout).
 pub(crate) fn send_text_plain(text: &str) {
+    // One write is one datagram (see the engine's `user_process`), which has a size limit:
+    // a long value goes in pieces, cut between characters, that the kernel joins again.
+    const PIECE: usize = 1 << 20;
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(b"EVCXR_BEGIN_CONTENT text/plain\n");
-    let _ = stdout.write_all(text.as_bytes());
+    let mut start = 0;
+    while start < text.len() {
+        let mut end = (start + PIECE).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let _ = stdout.write_all(&text.as_bytes()[start..end]);
+        start = end;
+    }
     let _ = stdout.write_all(b"\nEVCXR_END_CONTENT\n");
     let _ = stdout.flush();
 }
