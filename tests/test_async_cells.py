@@ -314,6 +314,18 @@ def test_a_forgotten_await_gets_a_hint(kc):
     assert "Add `.await`" in traceback
 
 
+def test_awaiting_a_plain_value_says_so_and_where(kc):
+    ok(*run(kc, "fn not_async() -> i32 { 1 }"))
+    # As the cell's final value: evcxr alone would keep only a `help` on the `fn`.
+    for code in ["not_async().await", "let plain = not_async().await;"]:
+        reply, msgs = run(kc, code)
+        assert reply["content"]["ename"] == "CompileError"
+        assert "is not a future" in reply["content"]["evalue"]
+        assert "line 1" in reply["content"]["evalue"]
+        traceback = plain("\n".join(reply["content"]["traceback"]))
+        assert "Remove the `.await`" in traceback and "Add `.await`" not in traceback, traceback
+
+
 def test_starting_a_runtime_inside_the_runtime_explains_itself(kc):
     reply, msgs = run(kc, "tokio::runtime::Runtime::new().unwrap().block_on(async { 1 })")
     assert reply["content"]["ename"] == "Panic"

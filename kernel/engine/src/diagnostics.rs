@@ -26,6 +26,13 @@ fn compile_hint(code: Option<&str>, text: &str) -> Option<&'static str> {
              is not spawned, so `Rc` is fine there.)",
         );
     }
+    if text.contains("is not a future") {
+        return Some(
+            "only a future can be `.await`ed, and this value is a plain one: a normal `fn` \
+             returns its result at once. Remove the `.await`, or make the function an \
+             `async fn` if it should be awaited.",
+        );
+    }
     match code {
         Some("E0373") if text.contains("async block") => Some(
             "this async block borrows a variable, but a future that is kept for later or spawned \
@@ -389,6 +396,12 @@ mod tests {
     fn borrowing_async_block_gets_a_hint() {
         let hint = compile_hint(Some("E0373"), "async block may outlive the current function, but it borrows `x`");
         assert!(hint.unwrap().contains("async move"));
+    }
+
+    #[test]
+    fn await_on_a_plain_value_gets_the_opposite_hint() {
+        let hint = compile_hint(Some("E0277"), "`i32` is not a future").unwrap();
+        assert!(hint.contains("Remove the `.await`"), "{hint}");
     }
 
     #[test]

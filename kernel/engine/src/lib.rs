@@ -360,6 +360,18 @@ impl Engine {
             .output
             .finish_cell(if ran { Duration::from_secs(5) } else { Duration::ZERO });
         let source = self.context.last_source().unwrap_or_default();
+        if let Err(evcxr::Error::CompilationErrors(errors)) = &result {
+            // evcxr keeps only diagnostics that point into the user's code when there are any:
+            // an error in its wrapper around the final expression (`not_async().await`) can
+            // leave nothing but a `help` on the user's `fn`. A check gets the error itself.
+            if !errors.iter().any(|error| error.level() == "error") {
+                if let Ok(checked) = self.context.check(&code) {
+                    if checked.iter().any(|error| error.level() == "error") {
+                        result = Err(evcxr::Error::CompilationErrors(checked));
+                    }
+                }
+            }
+        }
         let killed_by_interrupt = self.killed_by_interrupt.swap(false, Ordering::SeqCst);
         outcome(&code, &source, result, fate, killed_by_interrupt)
     }
