@@ -430,6 +430,19 @@ def test_cells_share_one_copy_of_tokio(kc):
     flush(kc)
 
 
+def test_using_a_kept_future_as_its_value_gets_the_await_hint(kc):
+    ok(*run(kc, "async fn five() -> i32 { 5 }"))
+    for code, line in [("let kept_now = five();\nkept_now + 1", 2), ("let kept = five();", None), ("kept + 1", 1)]:
+        reply, msgs = run(kc, code)
+        if line is None:
+            ok(reply, msgs)
+            continue
+        assert reply["content"]["ename"] == "CompileError", [summary(m) for m in msgs]
+        assert f"line {line}" in reply["content"]["evalue"]
+        assert "borrows" not in reply["content"]["evalue"]
+        assert "Add `.await`" in plain("\n".join(reply["content"]["traceback"]))
+
+
 def test_a_future_borrowing_the_cell_is_explained(kc):
     reply, msgs = run(kc, "let x = 5;\nlet borrowing = async { x + 1 };")
     assert reply["content"]["ename"] == "CompileError"

@@ -17,7 +17,8 @@ fn hint_line(hint: &str) -> String {
 
 /// Hints for compile errors, matched on the error code and the words of the message.
 fn compile_hint(code: Option<&str>, text: &str) -> Option<&'static str> {
-    let mentions_future = text.contains("Future") || text.contains("future");
+    // `Pending<T>`: a future kept in a variable (the runtime library's type).
+    let mentions_future = text.contains("Future") || text.contains("future") || text.contains("Pending<");
     if text.contains("cannot be sent between threads safely") {
         return Some(
             "`tokio::spawn` may run the task on any worker thread, so everything the task holds \
@@ -223,6 +224,14 @@ pub(crate) fn question_mark_error(type_name: Option<&str>, text: &str) -> CellEr
 }
 
 /// `let name = <future>;` where the future borrows from the cell, so it cannot be kept.
+/// An error saying that something borrows what does not live long enough: what keeping a
+/// future that borrows the cell's locals gives.
+pub(crate) fn is_borrow_error(error: &evcxr::CompilationError) -> bool {
+    matches!(error.code(), Some("E0597" | "E0373" | "E0521" | "E0716" | "E0515" | "E0505"))
+        || error.message().contains("'static")
+        || error.message().contains("borrowed")
+}
+
 pub(crate) fn future_not_kept(name: &str, errors: &[evcxr::CompilationError]) -> CellError {
     let message = format!(
         "`{name}` is a future that borrows variables of this cell, so it cannot be kept for a \

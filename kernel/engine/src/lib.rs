@@ -321,10 +321,12 @@ impl Engine {
             let retried = self.context.execute(&rewritten);
             let has_pin = future_values::heap_pin_statements(&rewritten).is_some();
             if let (Err(evcxr::Error::CompilationErrors(errors)), false) = (&retried, has_pin) {
-                // The future cannot be kept (it borrows from the cell): explain that, in terms
-                // of the code the student wrote, not of our rewrite.
-                let _ = self.output.finish_cell(Duration::ZERO);
-                return CellOutcome::Failure(diagnostics::future_not_kept(&name, errors));
+                if errors.iter().any(diagnostics::is_borrow_error) {
+                    // The future cannot be kept (it borrows from the cell): explain that, in
+                    // terms of the code the student wrote, not of our rewrite.
+                    let _ = self.output.finish_cell(Duration::ZERO);
+                    return CellOutcome::Failure(diagnostics::future_not_kept(&name, errors));
+                }
             }
             code = std::borrow::Cow::Owned(rewritten);
             result = retried;
