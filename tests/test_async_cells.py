@@ -280,6 +280,26 @@ def test_output_of_a_task_while_the_kernel_is_idle_arrives_without_a_new_cell(kc
     assert parent_id(msg) == cell_id
 
 
+def test_a_print_without_newline_from_a_task_arrives_under_its_cell(kc):
+    reply, msgs = run(
+        kc,
+        "tokio::spawn(async {\n"
+        "    tokio::time::sleep(std::time::Duration::from_millis(300)).await;\n"
+        '    print!("no newline from a task");\n'
+        "});",
+    )
+    ok(reply, msgs)
+    cell_id = reply["parent_header"]["msg_id"]
+    msg = None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        msg = kc.get_iopub_msg(timeout=10)
+        if msg["msg_type"] == "stream":
+            break
+    assert msg is not None and msg["content"]["text"] == "no newline from a task"
+    assert parent_id(msg) == cell_id
+
+
 def test_a_dep_on_tokio_is_refused_with_an_explanation(kc):
     reply, msgs = run(kc, ':dep tokio = { version = "1", features = ["full"] }')
     assert reply["content"]["status"] == "error"

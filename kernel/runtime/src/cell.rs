@@ -71,6 +71,9 @@ pub(crate) fn shared_runtime() -> &'static tokio::runtime::Runtime {
                 }
             })
             .on_after_task_poll(|_| {
+                // A `print!` without a newline waits in std's line buffer: send it now, while
+                // it is still credited to this task's cell (later text could belong to another).
+                let _ = std::io::stdout().flush();
                 let previous = BEFORE_TASK_POLL.with(Cell::get);
                 CURRENT_CELL.with(|current| current.set(previous));
             })

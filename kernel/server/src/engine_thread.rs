@@ -62,6 +62,8 @@ pub struct StartedEngine {
 /// wait for it, while cells sent back to back (Run All, nbconvert) never queue behind it.
 const IDLE_BEFORE_WARM_UP: std::time::Duration = std::time::Duration::from_millis(500);
 
+const ENGINE_STACK_BYTES: usize = 256 << 20;
+
 /// Starts the engine thread; the engine itself starts at once, in the background.
 pub fn start() -> StartedEngine {
     let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
@@ -74,6 +76,10 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
     let (interrupter_sender, interrupter) = oneshot::channel();
     std::thread::Builder::new()
         .name("engine".into())
+        // rust-analyzer and evcxr recurse over the syntax tree: a long expression (a sum of
+        // thousands of terms) overflowed the default 2 MiB and took the kernel down. Only the
+        // pages used are ever allocated.
+        .stack_size(ENGINE_STACK_BYTES)
         .spawn(move || {
             let sink_events = events.clone();
             let sink = std::sync::Arc::new(move |event| {
