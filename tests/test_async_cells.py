@@ -397,6 +397,23 @@ def test_clear_forgets_the_session_but_cells_stay_async(fresh_kernel):
     assert reply["content"]["status"] == "error"
 
 
+def test_restart_forgets_variables_keeps_items_and_the_next_cell_runs(fresh_kernel):
+    """evcxr's own `:restart` kept the old variables in its books, so the next cell looked for
+    them in the new process, outside evcxr's catch_unwind, and the process aborted."""
+    _, kc = fresh_kernel
+    ok(*run(kc, "let before_restart = 1;\nfn kept_function() -> u8 { 7 }", timeout=180))
+    reply, msgs = run(kc, ":restart")
+    ok(reply, msgs)
+    assert "restarted" in result_text(msgs)
+    reply, msgs = run(kc, 'panic!("after the restart")')
+    assert reply["content"]["ename"] == "Panic", reply["content"]
+    reply, msgs = run(kc, "kept_function()")
+    ok(reply, msgs)
+    assert result_text(msgs) == "7"
+    reply, msgs = run(kc, "before_restart")
+    assert "cannot find value `before_restart`" in reply["content"]["evalue"]
+
+
 def last_cell_object(kc) -> Path:
     """The shared object of the last cell the kernel compiled."""
     reply, msgs = run(kc, ":last_compile_dir")

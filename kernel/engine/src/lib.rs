@@ -122,6 +122,8 @@ pub struct Engine {
     tokio_dependency: String,
     /// evcxr's `:fmt` and `:types`, as the runtime library must show final values.
     final_value_format: FinalValueFormat,
+    /// The interrupt count when the cell now running was sent (see `execute`).
+    interrupts_at_send: u64,
     /// Cell sources and evcxr's working files; removed when the engine is dropped.
     work_dir: tempfile::TempDir,
 }
@@ -226,7 +228,7 @@ impl Engine {
         timing.note("runtime library seeded");
         output.begin_cell(silent_input(), None);
         let prelude = eval_context.eval_with_state(PRELUDE, state);
-        let fate = output.finish_cell(Duration::from_secs(5));
+        let fate = output.finish_cell(Duration::from_secs(5), false);
         timing.note("prelude (async mode on)");
         if let CellOutcome::Failure(error) = outcome(PRELUDE, "", prelude, fate, false) {
             return Err(EngineError::Evcxr(format!(
@@ -242,6 +244,7 @@ impl Engine {
             killed_by_interrupt: Arc::new(AtomicBool::new(false)),
             tokio_dependency,
             final_value_format: FinalValueFormat::default(),
+            interrupts_at_send: 0,
             work_dir,
         })
     }
@@ -291,25 +294,42 @@ impl Engine {
         {
             return CellOutcome::Failure(error);
         }
-        let stopped_before_start = |engine: &Engine| engine.output.interrupts() > interrupts_at_send;
-        if stopped_before_start(self) {
+        self.interrupts_at_send = interrupts_at_send;
+        if self.output.interrupts() > interrupts_at_send {
             return CellOutcome::Failure(diagnostics::interrupted_before_start());
         }
-        let code = match without_clear_command(code) {
-            Some(rest) => {
-                if let Err(error) = self.clear() {
-                    return CellOutcome::Failure(error);
-                }
-                std::borrow::Cow::Owned(rest)
+        let mut code = std::borrow::Cow::Borrowed(code);
+        if let Some(rest) = without_command(&code, ":clear") {
+            if let Err(error) = self.clear() {
+                return CellOutcome::Failure(error);
             }
-            None => std::borrow::Cow::Borrowed(code),
-        };
-        let code = code.as_ref();
+            code = std::borrow::Cow::Owned(rest);
+        }
+        let mut restarted = false;
+        if let Some(rest) = without_command(&code, ":restart") {
+            if let Err(error) = self.restart_user_process() {
+                return CellOutcome::Failure(error);
+            }
+            restarted = true;
+            code = std::borrow::Cow::Owned(rest);
+        }
+        let outcome = self.execute_code(&code, input);
+        match outcome {
+            CellOutcome::Success { result: None } if restarted && code.trim().is_empty() => {
+                let mut result = serde_json::Map::new();
+                result.insert("text/plain".into(), RESTARTED.into());
+                CellOutcome::Success { result: Some(result) }
+            }
+            outcome => outcome,
+        }
+    }
+
+    fn execute_code(&mut self, code: &str, input: InputReader) -> CellOutcome {
         let pid = self.process.lock().ok().map(|child| child.id() as i32);
         self.killed_by_interrupt.store(false, Ordering::SeqCst);
         self.output.begin_cell(input, pid);
-        if stopped_before_start(self) {
-            let _ = self.output.finish_cell(Duration::ZERO);
+        if self.output.interrupts() > self.interrupts_at_send {
+            let _ = self.output.finish_cell(Duration::ZERO, false);
             return CellOutcome::Failure(diagnostics::interrupted_before_start());
         }
         let mut result = self.context.execute(code);
@@ -324,7 +344,7 @@ impl Engine {
                 if errors.iter().any(diagnostics::is_borrow_error) {
                     // The future cannot be kept (it borrows from the cell): explain that, in
                     // terms of the code the student wrote, not of our rewrite.
-                    let _ = self.output.finish_cell(Duration::ZERO);
+                    let _ = self.output.finish_cell(Duration::ZERO, false);
                     return CellOutcome::Failure(diagnostics::future_not_kept(&name, errors));
                 }
             }
@@ -353,6 +373,7 @@ impl Engine {
         // Records of a cell that ran may still be on their way (they travel apart from evcxr's
         // own channel). Commands such as `:vars` or `:fmt` run nothing in the user process:
         // evcxr then reports no phases (compile, execution), and nothing is to be waited for.
+        let process_died = matches!(result, Err(evcxr::Error::SubprocessTerminated(_)));
         let ran = match &result {
             Ok(outputs) => !outputs.phases.is_empty(),
             Err(evcxr::Error::SubprocessTerminated(_)) => true,
@@ -360,7 +381,7 @@ impl Engine {
         };
         let fate = self
             .output
-            .finish_cell(if ran { Duration::from_secs(5) } else { Duration::ZERO });
+            .finish_cell(if ran { Duration::from_secs(5) } else { Duration::ZERO }, process_died);
         let source = self.context.last_source().unwrap_or_default();
         if let Err(evcxr::Error::CompilationErrors(errors)) = &result {
             // evcxr keeps only diagnostics that point into the user's code when there are any:
@@ -378,6 +399,29 @@ impl Engine {
         outcome(&code, &source, result, fate, killed_by_interrupt)
     }
 
+    /// evcxr's `:restart` puts back the variables it had before the restart (it took its state
+    /// before restarting and keeps it after), so the next cell asks the new process for
+    /// variables it does not have, outside evcxr's `catch_unwind`, and the process aborts.
+    /// Ending the process and letting evcxr find it gone, as after a crash, gets a new process
+    /// and forgets the variables (functions, types and `use` items stay).
+    fn restart_user_process(&mut self) -> Result<(), CellError> {
+        if let Ok(mut child) = self.process.lock() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.output.begin_cell(silent_input(), None);
+        let result = self.context.execute("let _ = ();");
+        let _ = self.output.finish_cell(Duration::ZERO, false); // no user code ran
+        match result {
+            Ok(_) | Err(evcxr::Error::SubprocessTerminated(_)) => Ok(()),
+            Err(error) => Err(CellError {
+                name: "KernelError".into(),
+                message: format!("`:restart` failed: {error}"),
+                traceback: vec![format!("KernelError: `:restart` failed: {error}")],
+            }),
+        }
+    }
+
     /// evcxr's `:clear` forgets every item and dependency, the runtime library and the
     /// prelude with them (cells would no longer find `tokio`, nor run as async blocks): add
     /// them again, as a fresh kernel has them. evcxr's settings (`:opt`, ...) are kept.
@@ -393,7 +437,7 @@ impl Engine {
         self.output.begin_cell(silent_input(), None);
         let setup = format!(":dep tokio = {}\n{PRELUDE}", self.tokio_dependency);
         let result = self.context.execute(&setup);
-        let fate = self.output.finish_cell(Duration::from_secs(5));
+        let fate = self.output.finish_cell(Duration::from_secs(5), false);
         match outcome(&setup, "", result, fate, false) {
             CellOutcome::Failure(error) => Err(failed(error.message)),
             _ => Ok(()),
@@ -584,19 +628,23 @@ fn remove_abandoned_work_dirs() {
     }
 }
 
-/// The cell with its `:clear` command lines left blank (so that the lines of the rest keep
-/// their numbers), when it has any. evcxr runs a cell's commands before its code, so clearing
-/// first and then running the rest is what the cell asked for.
-fn without_clear_command(code: &str) -> Option<String> {
-    let clears: Vec<usize> = commands::leading_commands(code)
+/// What a cell of only `:restart` shows.
+const RESTARTED: &str = "The user-code process was restarted: variables and running tasks are gone; \
+                         functions, types and `use` items are kept.";
+
+/// The cell with its `name` command lines left blank (so that the lines of the rest keep their
+/// numbers), when it has any. evcxr runs a cell's commands before its code, so doing the
+/// command first and then running the rest is what the cell asked for.
+fn without_command(code: &str, name: &str) -> Option<String> {
+    let found: Vec<usize> = commands::leading_commands(code)
         .into_iter()
-        .filter(|command| command.name == ":clear")
+        .filter(|command| command.name == name)
         .map(|command| command.index)
         .collect();
-    (!clears.is_empty()).then(|| {
+    (!found.is_empty()).then(|| {
         code.lines()
             .enumerate()
-            .map(|(index, line)| if clears.contains(&index) { "" } else { line })
+            .map(|(index, line)| if found.contains(&index) { "" } else { line })
             .collect::<Vec<_>>()
             .join("\n")
     })

@@ -25,7 +25,12 @@ pub(crate) struct CellFate {
     /// The text of the error a `?` returned (what evcxr prints to stderr for it).
     pub error_text: String,
     pub question_mark_error: bool,
+    /// The cell's `cell-end` record came: all its output has been read.
     pub ended: bool,
+    /// The connection of a user process ended. When that process died in the cell, this is
+    /// its end; it may also be a process that `:restart` or `:clear` replaced, whose end can be
+    /// read after the next cell began: that must not end the next cell.
+    pub process_ended: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -83,12 +88,15 @@ impl OutputReader {
 
     /// Waits until the user process said the cell's output is complete (or `timeout`), then
     /// returns what the cell's records said.
-    pub fn finish_cell(&self, timeout: Duration) -> CellFate {
+    /// `process_died`: the user process died during the cell (its output ends with its
+    /// connection, not with a `cell-end` record).
+    pub fn finish_cell(&self, timeout: Duration, process_died: bool) -> CellFate {
         let (lock, ended) = &*self.shared;
         let shared = lock.lock().unwrap();
-        // Ended after it started: an end alone may be an earlier process's (see CELL_START).
         let (mut shared, _) = ended
-            .wait_timeout_while(shared, timeout, |shared| !(shared.fate.ended && shared.fate.cell.is_some()))
+            .wait_timeout_while(shared, timeout, |shared| {
+                !(shared.fate.ended || (process_died && shared.fate.process_ended))
+            })
             .unwrap();
         shared.input = None;
         shared.interrupt_when_started = false;
@@ -139,9 +147,9 @@ fn read_connection(connection: UnixStream, shared: &Arc<(Mutex<Shared>, Condvar)
         line.clear();
         match lines.read_line(&mut line) {
             Ok(0) | Err(_) => {
-                // The user process is gone: whatever waits for this cell must not wait longer.
+                // The user process is gone: a cell it died in must not wait longer.
                 let (lock, ended) = &**shared;
-                lock.lock().unwrap().fate.ended = true;
+                lock.lock().unwrap().fate.process_ended = true;
                 ended.notify_all();
                 return;
             }
@@ -182,9 +190,6 @@ fn handle_record(
             let number = payload_text.trim().parse().ok();
             state.current_cell = number;
             state.fate.cell = number;
-            // An end seen before the start was that of an earlier user process (one that
-            // `:restart` or `:clear` replaced), read before this process's connection.
-            state.fate.ended = false;
             if std::mem::take(&mut state.interrupt_when_started) {
                 if let Some(pid) = state.child_pid {
                     send_sigint(pid);
