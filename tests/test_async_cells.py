@@ -306,6 +306,12 @@ def test_a_dep_on_tokio_is_refused_with_an_explanation(kc):
     assert "built into this kernel" in reply["content"]["evalue"]
 
 
+def test_a_dep_that_is_not_on_this_machine_says_the_kernel_is_offline(kc):
+    reply, msgs = run(kc, ':dep no_such_crate_for_rust_async_tests = "1"', timeout=120)
+    assert reply["content"]["status"] == "error"
+    assert "never downloads" in plain("\n".join(reply["content"]["traceback"]))
+
+
 @pytest.mark.parametrize("command", [":quit", ":toolchain nightly", ":allow_static_linking 0"])
 def test_a_command_that_would_break_the_kernel_is_refused_and_the_kernel_goes_on(kc, command):
     ok(*run(kc, "let still_here = 5;"))

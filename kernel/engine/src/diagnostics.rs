@@ -27,6 +27,13 @@ fn compile_hint(code: Option<&str>, text: &str) -> Option<&'static str> {
              is not spawned, so `Rc` is fine there.)",
         );
     }
+    if text.contains("offline mode (--offline)") || text.contains("without `--offline`") {
+        return Some(
+            "this kernel never downloads while it runs: `:dep` can only add crates (and \
+             versions) already in this machine's cargo cache. A crate the course needs belongs \
+             in its set-up.",
+        );
+    }
     if text.contains("is not a future") {
         return Some(
             "only a future can be `.await`ed, and this value is a plain one: a normal `fn` \
@@ -405,6 +412,12 @@ mod tests {
     fn borrowing_async_block_gets_a_hint() {
         let hint = compile_hint(Some("E0373"), "async block may outlive the current function, but it borrows `x`");
         assert!(hint.unwrap().contains("async move"));
+    }
+
+    #[test]
+    fn a_dependency_missing_offline_gets_a_hint() {
+        let text = "no matching package named `x` found ... you may wish to retry without `--offline`.";
+        assert!(compile_hint(None, text).unwrap().contains("never downloads"));
     }
 
     #[test]
