@@ -261,3 +261,11 @@ def test_shutdown_ends_the_process():
         assert process.poll() == 0, f"exit status {process.poll()}"
     finally:
         stop_kernel(km, kc)
+
+
+def test_completion_offers_no_kernel_internals(kc):
+    msg_id = kc.complete("let y = ", 8)
+    reply = get_reply(kc, msg_id, 120)
+    matches = reply["content"]["matches"]
+    assert "Vec" in matches, matches[:40]
+    assert not [m for m in matches if m.lower().startswith("evcxr")], matches

@@ -488,6 +488,8 @@ impl Engine {
                             _ => completion.code,
                         })
                         .filter(|candidate| candidate.starts_with(typed))
+                        // evcxr's own names around the cell (`evcxr_variable_store`, ...).
+                        .filter(|candidate| !candidate.to_ascii_lowercase().starts_with("evcxr"))
                         .collect(),
                     cursor_start: byte_to_char(code, found.start_offset),
                     cursor_end: byte_to_char(code, found.end_offset),
