@@ -98,6 +98,13 @@ def test_question_mark_error(kc):
     assert "not reached" not in stream_text(msgs)
 
 
+def test_question_mark_on_an_option_gets_a_hint(kc):
+    reply, msgs = run(kc, "let maybe: Option<i32> = None;\nlet value = maybe?;")
+    assert reply["content"]["ename"] == "CompileError"
+    assert "line 2" in reply["content"]["evalue"]
+    assert "ok_or" in plain("\n".join(reply["content"]["traceback"]))
+
+
 def test_kernel_survives_panic(kc):
     reply, msgs = run(kc, "let kept = 5;")
     assert reply["content"]["status"] == "ok"

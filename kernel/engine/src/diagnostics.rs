@@ -34,6 +34,12 @@ fn compile_hint(code: Option<&str>, text: &str) -> Option<&'static str> {
              in its set-up.",
         );
     }
+    if text.contains("EvcxrUserCodeError") && text.contains("Option") {
+        return Some(
+            "in a cell, `?` works on a `Result` (its error ends the cell). For an `Option`, say \
+             what was missing: `value.ok_or(\"no value\")?`, or use `match` / `if let`.",
+        );
+    }
     if text.contains("is not a future") {
         return Some(
             "only a future can be `.await`ed, and this value is a plain one: a normal `fn` \
@@ -412,6 +418,14 @@ mod tests {
     fn borrowing_async_block_gets_a_hint() {
         let hint = compile_hint(Some("E0373"), "async block may outlive the current function, but it borrows `x`");
         assert!(hint.unwrap().contains("async move"));
+    }
+
+    #[test]
+    fn question_mark_on_an_option_gets_a_hint() {
+        let text = "the `?` operator can only be used on `Result`s, not `Option`s, in a function \
+                    that returns `Result` cannot use the `?` operator on an `Option<i32>` in a \
+                    function that returns `Result<(), EvcxrUserCodeError>`";
+        assert!(compile_hint(Some("E0277"), text).unwrap().contains("ok_or"));
     }
 
     #[test]
