@@ -320,6 +320,16 @@ pub(crate) fn process_died(detail: &str) -> CellError {
 
 pub(crate) fn evaluation_error(message: &str) -> CellError {
     let mut traceback = vec![format!("{RED}Error{RESET}: {}", message.lines().next().unwrap_or_default())];
+    let first_line = message.lines().next().unwrap_or_default();
+    if first_line.contains("cannot be persisted") && first_line.contains("std::iter::") {
+        // evcxr's advice (`Box<dyn Debug>`) does not fit an iterator adapter.
+        traceback.push(hint_line(
+            "this is a lazy iterator: like a future, it does nothing until it is used, and it \
+             holds a closure, so it cannot be kept for a later cell. Collect what it gives to \
+             keep that (`.collect::<Vec<_>>()`), or use it in this cell.",
+        ));
+        return CellError { name: "EvaluationError".into(), message: message.to_owned(), traceback };
+    }
     traceback.extend(message.lines().skip(1).map(str::to_owned));
     CellError { name: "EvaluationError".into(), message: message.to_owned(), traceback }
 }
@@ -418,6 +428,17 @@ mod tests {
     fn borrowing_async_block_gets_a_hint() {
         let hint = compile_hint(Some("E0373"), "async block may outlive the current function, but it borrows `x`");
         assert!(hint.unwrap().contains("async move"));
+    }
+
+    #[test]
+    fn a_kept_iterator_gets_a_hint_to_collect() {
+        let error = evaluation_error(
+            "The variable `it` has type `std::iter::Map<std::ops::Range<i32>, impl FnMut(i32) -> i32>` \
+             which cannot be persisted.\nYou might be able to fix this by creating a `Box<dyn YourType>`.",
+        );
+        let traceback = error.traceback.join("\n");
+        assert!(traceback.contains(".collect::<Vec<_>>()"), "{traceback}");
+        assert!(!traceback.contains("Box<dyn YourType>"), "{traceback}");
     }
 
     #[test]
