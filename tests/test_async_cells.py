@@ -340,6 +340,24 @@ def test_a_forgotten_await_gets_a_hint(kc):
     assert "Add `.await`" in traceback
 
 
+def test_a_future_that_is_never_awaited_gets_a_warning(kc):
+    ok(*run(kc, 'async fn greet_never() { println!("greeted"); }'))
+    reply, msgs = run(kc, "greet_never();\n"
+                          "tokio::time::sleep(std::time::Duration::from_millis(1));\n"
+                          "let kept_greeting = greet_never();\n"
+                          "1")
+    ok(reply, msgs)
+    warning = stream_text(msgs, "stderr")
+    assert "(line 1, column 1)" in warning and "(line 2, column 1)" in warning, warning
+    assert "line 3" not in warning, warning
+    assert "never runs" in warning and "`.await`" in warning
+    assert "greeted" not in stream_text(msgs)
+    reply, msgs = run(kc, "greet_never().await;\nkept_greeting.await;")
+    ok(reply, msgs)
+    assert stream_text(msgs, "stderr") == ""
+    assert stream_text(msgs) == "greeted\ngreeted\n"
+
+
 def test_awaiting_a_plain_value_says_so_and_where(kc):
     ok(*run(kc, "fn not_async() -> i32 { 1 }"))
     # As the cell's final value: evcxr alone would keep only a `help` on the `fn`.

@@ -172,7 +172,7 @@ pub fn compile_errors(code: &str, errors: &[evcxr::CompilationError]) -> CellErr
 
 /// Finds the cell line a location in evcxr's generated source came from: evcxr copies the
 /// user's statements verbatim, so the generated line's text is looked up in the cell.
-fn cell_position(code: &str, generated: &str, line: u32, column: u32) -> Option<(usize, usize)> {
+pub(crate) fn cell_position(code: &str, generated: &str, line: u32, column: u32) -> Option<(usize, usize)> {
     let generated_line = generated.lines().nth((line as usize).checked_sub(1)?)?;
     let trimmed = generated_line.trim();
     if trimmed.is_empty() {
@@ -243,6 +243,33 @@ pub(crate) fn is_borrow_error(error: &evcxr::CompilationError) -> bool {
     matches!(error.code(), Some("E0597" | "E0373" | "E0521" | "E0716" | "E0515" | "E0505"))
         || error.message().contains("'static")
         || error.message().contains("borrowed")
+}
+
+/// The warning for futures made and dropped without `.await` (positions in `generated`),
+/// as plain stderr text under the cell; `None` when there are none in the cell's own code.
+pub(crate) fn never_awaited(code: &str, generated: &str, positions: &[(u32, u32)]) -> Option<String> {
+    let mut places: Vec<(usize, usize)> = positions
+        .iter()
+        .filter_map(|&(line, column)| cell_position(code, generated, line, column))
+        .collect();
+    places.dedup();
+    if places.is_empty() {
+        return None;
+    }
+    let mut text = String::new();
+    for (line, column) in places {
+        text.push_str(&format!(
+            "warning: a future made here is dropped without `.await`, so it never runs (line {line}, column {column}):\n"
+        ));
+        if let Some(source) = code.lines().nth(line - 1) {
+            text.push_str(&format!("{line} | {source}\n"));
+        }
+    }
+    text.push_str(
+        "hint: calling an `async fn` (or `tokio::time::sleep`, ...) only makes a future; add `.await` \
+         to run it, or keep it in a variable and `.await` it later.\n",
+    );
+    Some(text)
 }
 
 pub(crate) fn future_not_kept(name: &str, errors: &[evcxr::CompilationError]) -> CellError {

@@ -16,6 +16,7 @@ pub mod diagnostics;
 mod future_values;
 pub mod host;
 pub mod is_complete;
+pub mod never_awaited;
 mod output;
 pub mod runtime_library;
 pub mod user_process;
@@ -124,6 +125,8 @@ pub struct Engine {
     final_value_format: FinalValueFormat,
     /// The interrupt count when the cell now running was sent (see `execute`).
     interrupts_at_send: u64,
+    /// Where evcxr's output events go; the engine adds its own warnings.
+    sink: EventSink,
     /// Cell sources and evcxr's working files; removed when the engine is dropped.
     work_dir: tempfile::TempDir,
 }
@@ -192,7 +195,7 @@ impl Engine {
         std::fs::write(work_dir.path().join(OWNER_FILE), std::process::id().to_string())?;
         let socket_path = work_dir.path().join("output.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket_path)?;
-        let output = Arc::new(OutputReader::start(listener, sink));
+        let output = Arc::new(OutputReader::start(listener, Arc::clone(&sink)));
         let cell_dir = template.map_or_else(|| work_dir.path().join("cell"), Path::to_path_buf);
         runtime_library::write_cargo_profile(&cell_dir)?;
         let config_dir = work_dir.path().join("config");
@@ -221,6 +224,12 @@ impl Engine {
             .map_err(|error| EngineError::Evcxr(error.to_string()))?;
         // Replaces evcxr's own RUSTFLAGS (only `-Cprefer-dynamic`, with no lld installed).
         state.set_build_env("RUSTFLAGS", runtime_library::CELL_RUSTFLAGS);
+        // This binary wraps rustc to note futures that are never awaited (`never_awaited`).
+        state.set_build_env("RUSTC_WRAPPER", &std::env::current_exe()?.to_string_lossy());
+        state.set_build_env(
+            never_awaited::NOTES_FILE_ENV,
+            &work_dir.path().join(NEVER_AWAITED_FILE).to_string_lossy(),
+        );
         let tokio_dependency = library.dependency_spec();
         state
             .add_dep("tokio", &tokio_dependency)
@@ -245,6 +254,7 @@ impl Engine {
             tokio_dependency,
             final_value_format: FinalValueFormat::default(),
             interrupts_at_send: 0,
+            sink,
             work_dir,
         })
     }
@@ -332,6 +342,8 @@ impl Engine {
             let _ = self.output.finish_cell(Duration::ZERO, false);
             return CellOutcome::Failure(diagnostics::interrupted_before_start());
         }
+        let notes = self.work_dir.path().join(NEVER_AWAITED_FILE);
+        never_awaited::take_notes(&notes);
         let mut result = self.context.execute(code);
         let mut code = std::borrow::Cow::Borrowed(code);
         // A future kept in a variable: box it and run the (unrun) cell again.
@@ -369,6 +381,13 @@ impl Engine {
         }
         if result.is_ok() {
             self.follow_display_commands(&code);
+            let source = self.context.last_source().unwrap_or_default();
+            if let Some(warning) = diagnostics::never_awaited(&code, &source, &never_awaited::take_notes(&notes)) {
+                (self.sink)(EngineEvent::Output {
+                    cell: None,
+                    output: Output::Stream { name: StreamName::Stderr, text: warning },
+                });
+            }
         }
         // Records of a cell that ran may still be on their way (they travel apart from evcxr's
         // own channel). Commands such as `:vars` or `:fmt` run nothing in the user process:
@@ -605,6 +624,8 @@ impl Default for FinalValueFormat {
 const WORK_DIR_PREFIX: &str = "rust-async-";
 /// In the work directory: the notebook session the user process takes on (see `Session`).
 const SESSION_FILE: &str = "session.json";
+/// In the work directory: the futures never awaited in the cell's compiles (`never_awaited`).
+const NEVER_AWAITED_FILE: &str = "never-awaited";
 /// In the work directory: `:fmt` and `:types` for the runtime library (see `protocol`).
 const FINAL_VALUE_FORMAT_FILE: &str = "final-value-format";
 /// Holds the pid of the kernel that owns a work directory.

@@ -68,6 +68,7 @@ impl RuntimeLibrary {
         inputs.push_str("dependencies at opt-level 2 (parent .cargo/config.toml), cells at ");
         inputs.push_str(CELL_OPT_LEVEL);
         inputs.push_str(CELL_RUSTFLAGS);
+        inputs.push_str("rustc wrapped by the kernel binary (never_awaited)");
         let rustc = Command::new("rustc").arg("-vV").output().map(|out| out.stdout).unwrap_or_default();
         inputs.push_str(&String::from_utf8_lossy(&rustc));
         crate::host::fingerprint(&inputs)
