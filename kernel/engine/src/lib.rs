@@ -379,9 +379,9 @@ impl Engine {
                 .collect();
             eprintln!("rust-async timing: cell phases: {}", phases.join(", "));
         }
+        let source = self.context.last_source().unwrap_or_default();
         if result.is_ok() {
             self.follow_display_commands(&code);
-            let source = self.context.last_source().unwrap_or_default();
             if let Some(warning) = diagnostics::never_awaited(&code, &source, &never_awaited::take_notes(&notes)) {
                 (self.sink)(EngineEvent::Output {
                     cell: None,
@@ -401,7 +401,6 @@ impl Engine {
         let fate = self
             .output
             .finish_cell(if ran { Duration::from_secs(5) } else { Duration::ZERO }, process_died);
-        let source = self.context.last_source().unwrap_or_default();
         if let Err(evcxr::Error::CompilationErrors(errors)) = &result {
             // evcxr keeps only diagnostics that point into the user's code when there are any:
             // an error in its wrapper around the final expression (`not_async().await`) can
