@@ -11,6 +11,21 @@ const BOLD: &str = "\x1b[1m";
 const CYAN: &str = "\x1b[36m";
 const RESET: &str = "\x1b[0m";
 
+/// evcxr gives a help as its message, then a blank line and rustc's suggested replacement
+/// (`&`, `u32::MAX`, ...): show the replacement as code on the same line, not alone below.
+fn help_line(help: &str) -> String {
+    match help.split_once("\n\n") {
+        Some((message, replacement)) if !replacement.trim().is_empty() && !replacement.contains('\n') => {
+            format!("  {BLUE}={RESET} help: {message}: `{}`", replacement.trim())
+        }
+        Some((message, replacement)) if !replacement.trim().is_empty() => {
+            format!("  {BLUE}={RESET} help: {message}:\n{replacement}")
+        }
+        Some((message, _)) => format!("  {BLUE}={RESET} help: {message}"),
+        None => format!("  {BLUE}={RESET} help: {help}"),
+    }
+}
+
 fn hint_line(hint: &str) -> String {
     format!("{CYAN}hint{RESET}: {hint}")
 }
@@ -156,7 +171,7 @@ pub fn compile_errors(code: &str, errors: &[evcxr::CompilationError]) -> CellErr
             }
         }
         for help in error.help() {
-            traceback.push(format!("  {BLUE}={RESET} help: {help}"));
+            traceback.push(help_line(&help));
         }
         let all_text = format!("{message} {primary_label} {}", error.help().join(" "));
         if let Some(hint) = compile_hint(error_code, &all_text) {
@@ -455,6 +470,12 @@ mod tests {
     fn borrowing_async_block_gets_a_hint() {
         let hint = compile_hint(Some("E0373"), "async block may outlive the current function, but it borrows `x`");
         assert!(hint.unwrap().contains("async move"));
+    }
+
+    #[test]
+    fn a_suggested_replacement_is_shown_as_code_beside_its_help() {
+        assert!(help_line("consider borrowing here\n\n&").ends_with("help: consider borrowing here: `&`"));
+        assert!(help_line("remove this").ends_with("help: remove this"));
     }
 
     #[test]
