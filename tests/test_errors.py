@@ -224,6 +224,18 @@ def test_segfault_is_named_and_shows_no_internal_backtrace(kc):
     assert stream_text(msgs) == "after the crash\n"
 
 
+def test_a_panic_that_panics_again_while_unwinding_names_the_first(kc):
+    reply, msgs = run(kc, "struct PanicsOnDrop;\n"
+                          'impl Drop for PanicsOnDrop { fn drop(&mut self) { panic!("in drop"); } }\n'
+                          "let _guard = PanicsOnDrop;\n"
+                          'panic!("the first panic");')
+    assert reply["content"]["ename"] == "KernelRestarted"
+    assert "aborted" in reply["content"]["evalue"]
+    assert "It panicked first: the first panic" in plain("\n".join(reply["content"]["traceback"]))
+    reply, msgs = run(kc, 'println!("after the abort");')
+    assert reply["content"]["status"] == "ok"
+
+
 def test_flood_of_output_arrives_whole_in_order_and_merged(kc):
     reply, msgs = run(kc, 'for i in 0..100000 { println!("line {i}"); }', timeout=120)
     assert reply["content"]["status"] == "ok"

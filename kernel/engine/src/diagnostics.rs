@@ -335,7 +335,7 @@ pub(crate) fn interrupted_by_restart() -> CellError {
     }
 }
 
-pub(crate) fn process_died(detail: &str) -> CellError {
+pub(crate) fn process_died(detail: &str, panic: Option<&PanicRecord>) -> CellError {
     let detail = detail.trim();
     let status = detail.lines().last().unwrap_or("no detail");
     let cause = if status.contains("SIGSEGV") || status.contains("SIGBUS") {
@@ -356,6 +356,10 @@ pub(crate) fn process_died(detail: &str) -> CellError {
          are kept."
     );
     let mut traceback = vec![format!("{RED}KernelRestarted{RESET}: {message}")];
+    if let Some(panic) = panic {
+        // A panic while unwinding another (in a `Drop`, say) aborts: the first one is the story.
+        traceback.push(format!("It panicked first: {}", panic.message));
+    }
     traceback.extend(detail.lines().map(str::to_owned));
     CellError { name: "KernelRestarted".into(), message, traceback }
 }

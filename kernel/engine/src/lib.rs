@@ -586,7 +586,9 @@ fn outcome(
         Err(evcxr::Error::SubprocessTerminated(_)) if killed_by_interrupt => {
             failure(diagnostics::interrupted_by_restart())
         }
-        Err(evcxr::Error::SubprocessTerminated(message)) => failure(diagnostics::process_died(&message)),
+        Err(evcxr::Error::SubprocessTerminated(message)) => {
+            failure(diagnostics::process_died(&message, fate.panic.as_ref()))
+        }
         Err(error) => failure(diagnostics::evaluation_error(&error.to_string())),
     }
 }

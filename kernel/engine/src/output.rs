@@ -201,6 +201,9 @@ fn handle_record(
             }
         }
         protocol::OUTPUT_OF => state.current_cell = payload_text.trim().parse().ok(),
+        // The first panic is the cell's: more can follow only while it unwinds (a `Drop`
+        // that panics too), and then the process aborts.
+        protocol::PANIC if state.fate.panic.is_some() => {}
         protocol::PANIC => {
             state.fate.panic = Some(PanicRecord {
                 message: payload["message"].as_str().unwrap_or_default().to_owned(),

@@ -272,6 +272,12 @@ fn install_panic_hook() {
                 crate::display::json_string(file),
             );
             write_record(protocol::PANIC, &json);
+            if std::thread::panicking() {
+                // A panic during another one's unwinding (in a `Drop`): the process aborts
+                // next. Give the output thread a moment to pass the records on, so the kernel
+                // can say which panic came first.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         } else {
             let thread = std::thread::current();
             let name = thread.name().unwrap_or("unnamed thread");
