@@ -303,24 +303,21 @@ pub(crate) fn future_not_kept(name: &str, errors: &[evcxr::CompilationError]) ->
     CellError { name: "CompileError".into(), message, traceback }
 }
 
+/// An error whose whole story is one message: the traceback is that message under its name.
+fn one_line_error(name: &str, message: String) -> CellError {
+    CellError { name: name.into(), traceback: vec![format!("{RED}{name}{RESET}: {message}")], message }
+}
+
 pub(crate) fn interrupted() -> CellError {
     let message = "The cell was interrupted: its future was dropped at the await point where it \
                    was waiting. Variables from earlier cells and tasks it did not own are kept.";
-    CellError {
-        name: "Interrupted".into(),
-        message: message.into(),
-        traceback: vec![format!("{RED}Interrupted{RESET}: {message}")],
-    }
+    one_line_error("Interrupted", message.into())
 }
 
 pub(crate) fn interrupted_before_start() -> CellError {
     let message = "The cell was interrupted before its code started (the kernel was busy with \
                    other work), so its code did not run.";
-    CellError {
-        name: "Interrupted".into(),
-        message: message.into(),
-        traceback: vec![format!("{RED}Interrupted{RESET}: {message}")],
-    }
+    one_line_error("Interrupted", message.into())
 }
 
 pub(crate) fn interrupted_by_restart() -> CellError {
@@ -328,11 +325,7 @@ pub(crate) fn interrupted_by_restart() -> CellError {
                    blocking a thread), so the kernel restarted the user-code process. All \
                    variables and running tasks were lost; functions, types and `use` items you \
                    defined are kept.";
-    CellError {
-        name: "Interrupted".into(),
-        message: message.into(),
-        traceback: vec![format!("{RED}Interrupted{RESET}: {message}")],
-    }
+    one_line_error("Interrupted", message.into())
 }
 
 pub(crate) fn process_died(detail: &str, panic: Option<&PanicRecord>) -> CellError {
@@ -393,11 +386,7 @@ pub(crate) fn refuse_tokio_dependency(code: &str) -> Option<CellError> {
          Remove the `:dep` line and use `tokio::...` directly.",
         command.text.trim_end()
     );
-    Some(CellError {
-        name: "DependencyError".into(),
-        traceback: vec![format!("{RED}DependencyError{RESET}: {message}")],
-        message,
-    })
+    Some(one_line_error("DependencyError", message))
 }
 
 /// evcxr commands that would take the kernel apart: refused, with what to do instead.
@@ -422,11 +411,7 @@ pub(crate) fn refuse_unsupported_command(code: &str) -> Option<CellError> {
         Some((command.text.trim_end(), why))
     })?;
     let message = format!("`{line}` is not supported in this kernel: {why}");
-    Some(CellError {
-        name: "UnsupportedCommand".into(),
-        traceback: vec![format!("{RED}UnsupportedCommand{RESET}: {message}")],
-        message,
-    })
+    Some(one_line_error("UnsupportedCommand", message))
 }
 
 #[cfg(test)]
