@@ -123,8 +123,6 @@ pub struct Engine {
     tokio_dependency: String,
     /// evcxr's `:fmt` and `:types`, as the runtime library must show final values.
     final_value_format: FinalValueFormat,
-    /// The interrupt count when the cell now running was sent (see `execute`).
-    interrupts_at_send: u64,
     /// Where evcxr's output events go; the engine adds its own warnings.
     sink: EventSink,
     /// Cell sources and evcxr's working files; removed when the engine is dropped.
@@ -253,7 +251,6 @@ impl Engine {
             killed_by_interrupt: Arc::new(AtomicBool::new(false)),
             tokio_dependency,
             final_value_format: FinalValueFormat::default(),
-            interrupts_at_send: 0,
             sink,
             work_dir,
         })
@@ -304,7 +301,6 @@ impl Engine {
         {
             return CellOutcome::Failure(error);
         }
-        self.interrupts_at_send = interrupts_at_send;
         if self.output.interrupts() > interrupts_at_send {
             return CellOutcome::Failure(diagnostics::interrupted_before_start());
         }
@@ -323,7 +319,7 @@ impl Engine {
             restarted = true;
             code = std::borrow::Cow::Owned(rest);
         }
-        let outcome = self.execute_code(&code, input);
+        let outcome = self.execute_code(&code, input, interrupts_at_send);
         match outcome {
             CellOutcome::Success { result: None } if restarted && code.trim().is_empty() => {
                 let mut result = serde_json::Map::new();
@@ -334,11 +330,11 @@ impl Engine {
         }
     }
 
-    fn execute_code(&mut self, code: &str, input: InputReader) -> CellOutcome {
+    fn execute_code(&mut self, code: &str, input: InputReader, interrupts_at_send: u64) -> CellOutcome {
         let pid = self.process.lock().ok().map(|child| child.id() as i32);
         self.killed_by_interrupt.store(false, Ordering::SeqCst);
         self.output.begin_cell(input, pid);
-        if self.output.interrupts() > self.interrupts_at_send {
+        if self.output.interrupts() > interrupts_at_send {
             let _ = self.output.finish_cell(Duration::ZERO, false);
             return CellOutcome::Failure(diagnostics::interrupted_before_start());
         }
