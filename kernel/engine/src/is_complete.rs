@@ -1,6 +1,7 @@
 //! Is this cell complete? Answers Jupyter's `is_complete_request` (the console asks it to decide
 //! whether Enter runs the code or opens a new line) from brackets, strings and comments alone:
-//! no compiler round trip, so it is instant.
+//! no compiler round trip, so it is instant. The same walk over the code outside strings and
+//! comments ([`walk_code`]) finds a cell's top-level `let`s (`analysis`).
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Completeness {
@@ -13,6 +14,36 @@ pub enum Completeness {
 
 pub fn is_complete(code: &str) -> Completeness {
     let mut open: Vec<char> = Vec::new();
+    let mut invalid = false;
+    let ends_in_code = walk_code(code, |character| match character {
+        '(' | '[' | '{' => {
+            open.push(character);
+            true
+        }
+        ')' | ']' | '}' => {
+            let expected = match character {
+                ')' => '(',
+                ']' => '[',
+                _ => '{',
+            };
+            invalid = open.pop() != Some(expected);
+            !invalid
+        }
+        _ => true,
+    });
+    if invalid {
+        Completeness::Invalid
+    } else if !ends_in_code || !open.is_empty() {
+        incomplete(&open)
+    } else {
+        Completeness::Complete
+    }
+}
+
+/// Calls `visit` with each character of `code` that is code, in order; a string, character
+/// literal or comment is passed as one space instead. Stops early when `visit` returns false.
+/// Returns false when the code ends inside a string or a block comment.
+pub(crate) fn walk_code(code: &str, mut visit: impl FnMut(char) -> bool) -> bool {
     let mut chars = code.chars().peekable();
     let mut block_comment_depth = 0usize;
     while let Some(character) = chars.next() {
@@ -21,6 +52,9 @@ pub fn is_complete(code: &str) -> Completeness {
                 ('*', Some('/')) => {
                     chars.next();
                     block_comment_depth -= 1;
+                    if block_comment_depth == 0 && !visit(' ') {
+                        return true;
+                    }
                 }
                 ('/', Some('*')) => {
                     chars.next();
@@ -30,48 +64,43 @@ pub fn is_complete(code: &str) -> Completeness {
             }
             continue;
         }
-        match character {
+        let go_on = match character {
             '/' if chars.peek() == Some(&'/') => {
                 for next in chars.by_ref() {
                     if next == '\n' {
                         break;
                     }
                 }
+                visit(' ')
             }
             '/' if chars.peek() == Some(&'*') => {
                 chars.next();
                 block_comment_depth = 1;
+                true
             }
             '"' => {
                 if !skip_string(&mut chars) {
-                    return incomplete(&open);
+                    return false;
                 }
+                visit(' ')
             }
             'r' if matches!(chars.peek(), Some('#') | Some('"')) => {
                 if !skip_raw_string(&mut chars) {
-                    return incomplete(&open);
+                    return false;
                 }
+                visit(' ')
             }
-            '\'' => skip_char_literal_or_lifetime(&mut chars),
-            '(' | '[' | '{' => open.push(character),
-            ')' | ']' | '}' => {
-                let expected = match character {
-                    ')' => '(',
-                    ']' => '[',
-                    _ => '{',
-                };
-                if open.pop() != Some(expected) {
-                    return Completeness::Invalid;
-                }
+            '\'' => {
+                skip_char_literal_or_lifetime(&mut chars);
+                visit(' ')
             }
-            _ => {}
+            _ => visit(character),
+        };
+        if !go_on {
+            return true;
         }
     }
-    if block_comment_depth > 0 || !open.is_empty() {
-        incomplete(&open)
-    } else {
-        Completeness::Complete
-    }
+    block_comment_depth == 0
 }
 
 fn incomplete(open: &[char]) -> Completeness {
