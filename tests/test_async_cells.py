@@ -17,6 +17,7 @@ from conftest import (
     FIRST_CELL_TIMEOUT,
     collect,
     flush,
+    get_reply,
     of_type,
     parent_id,
     plain,
@@ -171,15 +172,15 @@ def test_interrupt_during_a_long_sleep_keeps_variables(km, kc):
 
 def test_a_cell_sent_while_an_idle_kernel_warms_up_waits_for_it_and_can_be_stopped(tmp_path):
     """A kernel started cold does the rust-analyzer work of a first `let` once it sits idle
-    (server/src/engine_thread.rs). A cell sent meanwhile waits for that work and then runs; one
-    stopped meanwhile never runs, and says so."""
+    after its first cell (server/src/engine_thread.rs). A cell sent meanwhile waits for the
+    step under way and then runs; one stopped meanwhile never runs, and says so."""
     log = tmp_path / "kernel.err"
     env = {**os.environ, "RUST_ASYNC_SPARE": "0", "RUST_ASYNC_TIMING": "1"}
     with open(log, "w") as stderr:
         km, kc = start_kernel(env=env, stderr=stderr)
     try:
         ok(*run(kc, 'println!("first");', timeout=FIRST_CELL_TIMEOUT))
-        # Idle past the threshold (0.5 s): the warm-up (about 2 s) starts.
+        # Idle past the threshold (0.5 s): the warm-up (seconds) starts.
         deadline = time.monotonic() + 30
         while "warm-up starts" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -196,11 +197,58 @@ def test_a_cell_sent_while_an_idle_kernel_warms_up_waits_for_it_and_can_be_stopp
         reply, msgs = run(kc, "let after = 20 + 1;\nafter")
         ok(reply, msgs)
         assert result_text(msgs) == "21"
-        # The warm-up ran between the first cell and the last (each cell logs its phases).
+        # A step of the warm-up ran between the first cell and the last (each cell logs its
+        # phases); the last cell came before the kernel was idle again.
         events = [("warm-up" if "warm-up" in line else "cell")
                   for line in log.read_text().splitlines()
                   if "rust-async timing: warm-up (" in line or "rust-async timing: cell phases" in line]
         assert events == ["cell", "warm-up", "cell"], log.read_text()
+    finally:
+        stop_kernel(km, kc)
+
+
+def test_a_cold_kernel_runs_its_first_cell_before_analysing_std_and_tokio(tmp_path):
+    """kernel/engine/src/analysis.rs: a cold kernel's rust-analyzer sees neither std nor tokio
+    until a cell needs types, so its first cells run without that analysis; a first `let`, a
+    completion, or a `:dep` turns the analysis full, and then types of std and tokio are known."""
+    env = {**os.environ, "RUST_ASYNC_SPARE": "0", "RUST_ASYNC_TIMING": "1"}
+    env.pop("RUST_SRC_PATH", None)
+
+    def full_analyses(log: Path) -> int:
+        return log.read_text().count("rust-async timing: full analysis")
+
+    # A first `let`: the cells before it ran light, and it still gets its tokio type.
+    log = tmp_path / "let.err"
+    with open(log, "w") as stderr:
+        km, kc = start_kernel(env=env, stderr=stderr)
+    try:
+        reply, msgs = run(kc, 'tokio::task::yield_now().await;\nstd::env::var("RUST_SRC_PATH").is_err()',
+                          timeout=FIRST_CELL_TIMEOUT)
+        ok(reply, msgs)
+        assert result_text(msgs) == "true", "user code sees the kernel's RUST_SRC_PATH"
+        ok(*run(kc, "async fn five() -> u8 { let five = 5; five }"))
+        assert full_analyses(log) == 0, log.read_text()
+        ok(*run(kc, "let handle = tokio::spawn(five());", timeout=FIRST_CELL_TIMEOUT))
+        assert full_analyses(log) == 1, log.read_text()
+        reply, msgs = run(kc, ":vars")
+        ok(reply, msgs)
+        assert "JoinHandle<u8>" in plain(stream_text(msgs) + result_text(msgs)), [summary(m) for m in msgs]
+        reply, msgs = run(kc, "handle.await.unwrap() + 1")
+        ok(reply, msgs)
+        assert result_text(msgs) == "6"
+    finally:
+        stop_kernel(km, kc)
+
+    # A completion before any `let`: it offers what std and tokio define.
+    log = tmp_path / "complete.err"
+    with open(log, "w") as stderr:
+        km, kc = start_kernel(env=env, stderr=stderr)
+    try:
+        ok(*run(kc, 'println!("first");', timeout=FIRST_CELL_TIMEOUT))
+        code = "tokio::time::sle"
+        reply = get_reply(kc, kc.complete(code, len(code)), FIRST_CELL_TIMEOUT)
+        assert "sleep" in reply["content"]["matches"], reply["content"]
+        assert full_analyses(log) == 1, log.read_text()
     finally:
         stop_kernel(km, kc)
 

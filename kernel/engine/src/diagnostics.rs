@@ -304,7 +304,7 @@ pub(crate) fn future_not_kept(name: &str, errors: &[evcxr::CompilationError]) ->
 }
 
 /// An error whose whole story is one message: the traceback is that message under its name.
-fn one_line_error(name: &str, message: String) -> CellError {
+pub(crate) fn one_line_error(name: &str, message: String) -> CellError {
     CellError { name: name.into(), traceback: vec![format!("{RED}{name}{RESET}: {message}")], message }
 }
 

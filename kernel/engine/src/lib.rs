@@ -11,6 +11,7 @@
 //! The runtime library (`kernel/runtime`) is the crate cells know as `tokio`; the engine knows it
 //! only through its source path and the record names of its `protocol` module.
 
+mod analysis;
 mod commands;
 pub mod diagnostics;
 mod future_values;
@@ -19,6 +20,7 @@ pub mod is_complete;
 pub mod never_awaited;
 mod output;
 pub mod runtime_library;
+pub mod rustc_wrapper;
 pub mod user_process;
 
 #[path = "../../runtime/src/protocol.rs"]
@@ -119,8 +121,12 @@ pub struct Engine {
     output: Arc<OutputReader>,
     process: Arc<Mutex<std::process::Child>>,
     killed_by_interrupt: Arc<AtomicBool>,
-    /// The runtime library as a dependency, for evcxr's `:dep` after a `:clear`.
-    tokio_dependency: String,
+    /// The runtime library, the cells' dependency `tokio` (again after a `:clear`).
+    runtime_library: runtime_library::RuntimeLibrary,
+    /// Whether rust-analyzer sees the standard library and tokio yet (see `analysis`).
+    analysis: analysis::Analysis,
+    /// Whether the last step of the warm-up was done.
+    type_inference_warm: bool,
     /// evcxr's `:fmt` and `:types`, as the runtime library must show final values.
     final_value_format: FinalValueFormat,
     /// Where evcxr's output events go; the engine adds its own warnings.
@@ -196,6 +202,13 @@ impl Engine {
         let output = Arc::new(OutputReader::start(listener, Arc::clone(&sink)));
         let cell_dir = template.map_or_else(|| work_dir.path().join("cell"), Path::to_path_buf);
         runtime_library::write_cargo_profile(&cell_dir)?;
+        // Light only with the prepared library to pass to cells; preparing it needs cargo to
+        // build it, as a plain dependency.
+        let mut analysis = if template.is_none() && library.is_prepared() {
+            analysis::Analysis::light(work_dir.path())?
+        } else {
+            analysis::Analysis::full()
+        };
         let config_dir = work_dir.path().join("config");
         std::fs::create_dir_all(&config_dir)?;
         // evcxr reads these in this process; the user process gets the socket path only.
@@ -205,6 +218,7 @@ impl Engine {
         user_process.env(user_process::OUTPUT_SOCKET_ENV, &socket_path);
         user_process.env(user_process::SESSION_FILE_ENV, work_dir.path().join(SESSION_FILE));
         user_process.env(protocol::FINAL_VALUE_FORMAT_ENV, work_dir.path().join(FINAL_VALUE_FORMAT_FILE));
+        analysis.restore_for(&mut user_process);
         let (mut eval_context, evcxr_outputs) = evcxr::EvalContext::with_subprocess_command(user_process)
             .map_err(|error| EngineError::Evcxr(error.to_string()))?;
         // Our user process sends its output through the socket; evcxr's own channels only carry
@@ -212,9 +226,13 @@ impl Engine {
         for channel in [evcxr_outputs.stdout, evcxr_outputs.stderr] {
             std::thread::spawn(move || for _ in channel {});
         }
-        timing.note("evcxr context (rust-analyzer, first compile)");
+        timing.note("evcxr context (first compile)");
         let process = eval_context.process_handle();
         library.seed_cell_dir(&cell_dir, template.is_some())?;
+        let seeded_library = runtime_library::seeded_shared_object(&cell_dir);
+        if seeded_library.is_none() {
+            analysis.turn_full()?; // cargo must build the library: a plain dependency
+        }
         let mut state = eval_context.state();
         state.set_offline_mode(true);
         state
@@ -228,9 +246,11 @@ impl Engine {
             never_awaited::NOTES_FILE_ENV,
             &work_dir.path().join(NEVER_AWAITED_FILE).to_string_lossy(),
         );
-        let tokio_dependency = library.dependency_spec();
+        if let (Some(shared_object), true) = (&seeded_library, analysis.is_light()) {
+            state.set_build_env(analysis::CELL_EXTERN_ENV, &format!("tokio={}", shared_object.display()));
+        }
         state
-            .add_dep("tokio", &tokio_dependency)
+            .add_dep("tokio", &library.dependency_spec(analysis.is_light()))
             .map_err(|error| EngineError::Evcxr(error.to_string()))?;
         timing.note("runtime library seeded");
         output.begin_cell(silent_input(), None);
@@ -249,7 +269,9 @@ impl Engine {
             output,
             process,
             killed_by_interrupt: Arc::new(AtomicBool::new(false)),
-            tokio_dependency,
+            runtime_library: library.clone(),
+            analysis,
+            type_inference_warm: false,
             final_value_format: FinalValueFormat::default(),
             sink,
             work_dir,
@@ -264,16 +286,35 @@ impl Engine {
         }
     }
 
-    /// Does ahead of time the rust-analyzer work that a kernel's first cells would otherwise
-    /// wait for: analysing the standard library and tokio, and the trait impls that type
-    /// inference of a `let` needs (about 2 s). A completion request does it without compiling
-    /// anything or creating a variable. For engines started before a notebook needs them.
+    /// Does ahead of time the rust-analyzer work that the first cell with a `let` would
+    /// otherwise wait for, in [`Engine::warm_up_step`]s.
     pub fn warm_up(&mut self) {
+        while self.warm_up_step() {}
+    }
+
+    /// One step of [`Engine::warm_up`] (each takes seconds); false once none is left. A cell
+    /// sent meanwhile waits for the step, not for the whole warm-up.
+    /// 1. The full analysis of the standard library and tokio (see `analysis`).
+    /// 2. The trait impls that type inference of a `let` needs: a completion request does
+    ///    that work without compiling anything or creating a variable.
+    pub fn warm_up_step(&mut self) -> bool {
         let timing = Timing::from_env();
-        timing.note("warm-up starts");
-        let code = "let handle = tokio::spawn(async { std::time::Duration::from_millis(1) });\nhandle.";
-        let _ = self.context.completions(code, code.len());
-        timing.note("warm-up (rust-analyzer)");
+        if self.analysis.is_light() {
+            timing.note("warm-up starts");
+            if let Err(error) = self.ensure_full_analysis() {
+                eprintln!("rust-async: {}", error.message);
+            }
+            timing.note("warm-up (full analysis)");
+            return true;
+        }
+        if !self.type_inference_warm {
+            timing.note("warm-up starts");
+            let code = "let handle = tokio::spawn(async { std::time::Duration::from_millis(1) });\nhandle.";
+            let _ = self.context.completions(code, code.len());
+            self.type_inference_warm = true;
+            timing.note("warm-up (type inference)");
+        }
+        false
     }
 
     /// Makes an engine started ahead of time run user code in the notebook's session: its
@@ -303,6 +344,11 @@ impl Engine {
         }
         if self.output.interrupts() > interrupts_at_send {
             return CellOutcome::Failure(diagnostics::interrupted_before_start());
+        }
+        if analysis::needs_types(code) {
+            if let Err(error) = self.ensure_full_analysis() {
+                return CellOutcome::Failure(error);
+            }
         }
         let mut code = std::borrow::Cow::Borrowed(code);
         if let Some(rest) = without_command(&code, ":clear") {
@@ -428,11 +474,7 @@ impl Engine {
         let _ = self.output.finish_cell(Duration::ZERO, false); // no user code ran
         match result {
             Ok(_) | Err(evcxr::Error::SubprocessTerminated(_)) => Ok(()),
-            Err(error) => Err(CellError {
-                name: "KernelError".into(),
-                message: format!("`:restart` failed: {error}"),
-                traceback: vec![format!("KernelError: `:restart` failed: {error}")],
-            }),
+            Err(error) => Err(diagnostics::one_line_error("KernelError", format!("`:restart` failed: {error}"))),
         }
     }
 
@@ -440,19 +482,42 @@ impl Engine {
     /// prelude with them (cells would no longer find `tokio`, nor run as async blocks): add
     /// them again, as a fresh kernel has them. evcxr's settings (`:opt`, ...) are kept.
     fn clear(&mut self) -> Result<(), CellError> {
-        let failed = |message: String| CellError {
-            name: "KernelError".into(),
-            message: format!("`:clear` failed: {message}. Restart the kernel to get cells working again."),
-            traceback: vec![format!(
-                "KernelError: `:clear` failed: {message}. Restart the kernel to get cells working again."
-            )],
+        let failed = |message: String| {
+            let message = format!("`:clear` failed: {message}. Restart the kernel to get cells working again.");
+            diagnostics::one_line_error("KernelError", message)
         };
         self.context.execute(":clear").map_err(|error| failed(error.to_string()))?;
         self.output.begin_cell(silent_input(), None);
-        let setup = format!(":dep tokio = {}\n{PRELUDE}", self.tokio_dependency);
+        let tokio = self.runtime_library.dependency_spec(self.analysis.is_light());
+        let setup = format!(":dep tokio = {tokio}\n{PRELUDE}");
         let result = self.context.execute(&setup);
         let fate = self.output.finish_cell(Duration::from_secs(5), false);
         match outcome(&setup, "", result, fate, false) {
+            CellOutcome::Failure(error) => Err(failed(error.message)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes rust-analyzer see the standard library and tokio, if it does not yet (see
+    /// `analysis`): the runtime library becomes a plain dependency, and evcxr's `:dep` of it
+    /// writes the manifest and has rust-analyzer load everything.
+    fn ensure_full_analysis(&mut self) -> Result<(), CellError> {
+        if !self.analysis.is_light() {
+            return Ok(());
+        }
+        let timing = Timing::from_env();
+        let failed = |message: String| {
+            diagnostics::one_line_error(
+                "KernelError",
+                format!("rust-analyzer could not load the standard library and tokio: {message}"),
+            )
+        };
+        self.analysis.turn_full().map_err(|error| failed(error.to_string()))?;
+        self.output.begin_cell(silent_input(), None);
+        let result = self.context.execute(&format!(":dep tokio = {}", self.runtime_library.dependency_spec(false)));
+        let fate = self.output.finish_cell(Duration::from_secs(5), false);
+        timing.note("full analysis (rust-analyzer: std and tokio)");
+        match outcome("", "", result, fate, false) {
             CellOutcome::Failure(error) => Err(failed(error.message)),
             _ => Ok(()),
         }
@@ -487,6 +552,7 @@ impl Engine {
 
     /// Completions at `cursor` (a character offset), from evcxr's rust-analyzer.
     pub fn complete(&mut self, code: &str, cursor: usize) -> Completions {
+        let _ = self.ensure_full_analysis();
         let byte_cursor = char_to_byte(code, cursor);
         match self.context.completions(code, byte_cursor) {
             Ok(found) => {
@@ -515,6 +581,7 @@ impl Engine {
 
     /// Documentation of what is at `cursor` (a character offset), as (plain text, markdown).
     pub fn inspect(&mut self, code: &str, cursor: usize) -> Option<(String, String)> {
+        let _ = self.ensure_full_analysis();
         let byte_cursor = char_to_byte(code, cursor);
         let start = code[..byte_cursor]
             .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))

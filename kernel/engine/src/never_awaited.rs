@@ -1,11 +1,10 @@
 //! Futures made and dropped without `.await`. `hello();` or `tokio::time::sleep(d);` compiles
 //! and silently does nothing; rustc warns ("futures do nothing unless you `.await` ..."),
-//! but evcxr drops the warnings of a cell that compiles. So the kernel's binary wraps rustc
-//! while cells compile (cargo's `RUSTC_WRAPPER`): it passes everything through, and notes
-//! these warnings in a file that the engine reads after the cell and shows under it (as asyncio
-//! shows "coroutine ... was never awaited").
+//! but evcxr drops the warnings of a cell that compiles. So the kernel's rustc wrapper
+//! (`rustc_wrapper`) notes these warnings in a file that the engine reads after the cell and
+//! shows under it (as asyncio shows "coroutine ... was never awaited").
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::Path;
 
 /// Set for cargo (with `RUSTC_WRAPPER` = this binary): the file to note the warnings in.
@@ -15,40 +14,9 @@ pub const NOTES_FILE_ENV: &str = "RUST_ASYNC_NEVER_AWAITED_FILE";
 /// such as tokio's `Sleep`, which says the same in its `#[must_use]`).
 const FUTURE_NOTE: &str = "futures do nothing unless you `.await` or poll them";
 
-/// When this process is cargo's rustc wrapper, runs rustc and exits with its status.
-/// Call first thing in `main`; does nothing otherwise.
-pub fn wrap_rustc_if_asked() {
-    let Some(notes) = std::env::var_os(NOTES_FILE_ENV) else { return };
-    let mut args = std::env::args_os().skip(1);
-    let Some(rustc) = args.next() else { return };
-    let mut child = match std::process::Command::new(&rustc)
-        .args(args)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(error) => {
-            eprintln!("rust-async-kernel: could not run {}: {error}", rustc.to_string_lossy());
-            std::process::exit(101);
-        }
-    };
-    if let Some(stderr) = child.stderr.take() {
-        let mut ours = std::io::stderr().lock();
-        for line in std::io::BufReader::new(stderr).split(b'\n').map_while(Result::ok) {
-            let _ = ours.write_all(&line);
-            let _ = ours.write_all(b"\n");
-            if let Some(note) = std::str::from_utf8(&line).ok().and_then(note_of) {
-                note_down(Path::new(&notes), &note);
-            }
-        }
-    }
-    let status = child.wait().map(|status| status.code().unwrap_or(101)).unwrap_or(101);
-    std::process::exit(status);
-}
-
 /// `LINE COLUMN` of a never-awaited future in the generated source, from one line of rustc's
 /// JSON diagnostics.
-fn note_of(line: &str) -> Option<String> {
+pub(crate) fn note_of(line: &str) -> Option<String> {
     if !line.contains(FUTURE_NOTE) {
         return None;
     }
@@ -61,7 +29,7 @@ fn note_of(line: &str) -> Option<String> {
     Some(format!("{} {}", span["line_start"].as_u64()?, span["column_start"].as_u64()?))
 }
 
-fn note_down(notes: &Path, note: &str) {
+pub(crate) fn note_down(notes: &Path, note: &str) {
     if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(notes) {
         let _ = writeln!(file, "{note}");
     }

@@ -18,6 +18,7 @@ use std::process::Command;
 /// task hooks that credit a task's output to the cell that spawned it.
 pub(crate) const CELL_RUSTFLAGS: &str = "-Cprefer-dynamic --cfg tokio_unstable";
 
+#[derive(Clone)]
 pub struct RuntimeLibrary {
     /// The runtime library's crate (kernel/runtime in the checkout).
     source: PathBuf,
@@ -39,8 +40,11 @@ impl RuntimeLibrary {
         RuntimeLibrary { source: root.join("kernel/runtime"), prepared }
     }
 
-    pub(crate) fn dependency_spec(&self) -> String {
-        format!("{{ package = \"rust-async-runtime\", path = \"{}\" }}", self.source.display())
+    /// The runtime library as the cells' dependency `tokio`. `optional`: left out of the crate
+    /// graph that cargo reports, for a light analysis (see `analysis`).
+    pub(crate) fn dependency_spec(&self, optional: bool) -> String {
+        let optional = if optional { ", optional = true" } else { "" };
+        format!("{{ package = \"rust-async-runtime\", path = \"{}\"{optional} }}", self.source.display())
     }
 
     fn template(&self) -> PathBuf {
@@ -137,6 +141,16 @@ impl RuntimeLibrary {
         }
         Ok(())
     }
+}
+
+/// The runtime library's shared object in a seeded cell directory, where cargo builds it
+/// (`target/TRIPLE/debug/deps`; its `[lib]` name is `rust_async`).
+pub(crate) fn seeded_shared_object(cell_dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(cell_dir.join("target"))
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path().join("debug/deps/librust_async.so"))
+        .find(|path| path.exists())
 }
 
 /// The runtime library and tokio stay optimised whatever the cells' own optimisation level

@@ -57,9 +57,11 @@ pub struct StartedEngine {
     pub events: UnboundedReceiver<FromEngine>,
 }
 
-/// A kernel started cold does the analysis work of the first `let` (about 2 s, see
-/// `Engine::warm_up`) once it has sat idle this long: a student reading between cells does not
-/// wait for it, while cells sent back to back (Run All, nbconvert) never queue behind it.
+/// A kernel started cold does the analysis work of the first `let` (seconds, see
+/// `Engine::warm_up`) once it has run a cell and then sat idle this long: a student reading
+/// between cells does not wait for it, while cells sent back to back (Run All, nbconvert)
+/// never queue behind it. Not before the first cell: that one needs no analysis, and a
+/// student who opens a notebook and runs it a few seconds later would wait for the warm-up.
 const IDLE_BEFORE_WARM_UP: std::time::Duration = std::time::Duration::from_millis(500);
 
 const ENGINE_STACK_BYTES: usize = 256 << 20;
@@ -94,16 +96,16 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
                 }
             };
             let _ = interrupter_sender.send(engine.interrupter());
+            let mut ran_a_cell = false;
             let mut warmed_up = false;
             loop {
-                let job = if warmed_up {
+                let job = if warmed_up || !ran_a_cell {
                     job_queue.recv().ok()
                 } else {
                     match job_queue.recv_timeout(IDLE_BEFORE_WARM_UP) {
                         Ok(job) => Some(job),
                         Err(mpsc::RecvTimeoutError::Timeout) => {
-                            let _ = guarded(|| engine.warm_up());
-                            warmed_up = true;
+                            warmed_up = !guarded(|| engine.warm_up_step()).unwrap_or(false);
                             continue;
                         }
                         Err(mpsc::RecvTimeoutError::Disconnected) => None,
@@ -112,6 +114,7 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
                 let Some(job) = job else { return };
                 match job {
                     Job::Execute { code, input, interrupts_at_send } => {
+                        ran_a_cell = true;
                         let outcome = guarded(|| engine.execute(&code, input, interrupts_at_send)).unwrap_or_else(|message| {
                             CellOutcome::Failure(rust_async_engine::CellError {
                                 name: "KernelError".into(),

@@ -17,8 +17,8 @@ mod kernel;
 mod spare;
 
 fn main() {
-    // As cargo's rustc wrapper while a cell compiles: run rustc, note never-awaited futures.
-    rust_async_engine::never_awaited::wrap_rustc_if_asked();
+    // As cargo's rustc wrapper while a cell compiles (see rustc_wrapper.rs).
+    rust_async_engine::rustc_wrapper::wrap_rustc_if_asked();
     // In the user-code process: rewire its streams, then become evcxr's loop.
     rust_async_engine::user_process::prepare();
     evcxr::runtime_hook();

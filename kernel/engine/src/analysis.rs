@@ -1,0 +1,156 @@
+//! When rust-analyzer analyses the standard library and tokio.
+//!
+//! evcxr asks rust-analyzer for the type of each new top-level `let` of a cell, to keep the
+//! variable for later cells. Analysing std and tokio for that takes seconds (5-8 s on a 2-core
+//! machine), and evcxr would do it before a fresh kernel's first cell could run: once when it
+//! starts, and again (the crate graph changed) when the runtime library is added. A cell
+//! without a `let` needs no types, so an engine starts *light*: rust-analyzer is shown an empty
+//! standard library and no tokio, and its analysis takes no time. Cells still compile against
+//! the real ones; rustc never reads what rust-analyzer is shown.
+//!
+//! The engine turns *full* (once) before the first thing that needs types: a cell with a
+//! top-level `let` or a `:dep` ([`needs_types`]), a completion or an inspection, or the
+//! warm-up of an idle kernel. rust-analyzer then analyses everything, once.
+//!
+//! How rust-analyzer is shown less, without changing evcxr:
+//! - The standard library: rust-analyzer takes the library's sources from `RUST_SRC_PATH` when
+//!   that holds a `core`. The engine sets it to a link to an empty `core`; turning full
+//!   re-points the link at the real sources. The variable is set once, before evcxr starts,
+//!   and never changed again while other threads run.
+//! - tokio: the runtime library is an `optional` dependency of the cell crate, so cargo leaves
+//!   it out of the crate graph rust-analyzer loads. The kernel's rustc wrapper passes it to the
+//!   cell crate itself (`--extern`, [`CELL_EXTERN_ENV`]). Turning full makes it a plain
+//!   dependency: the cell crate's manifest changes, which is what makes rust-analyzer reload.
+
+use crate::is_complete::walk_code;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Where rust-analyzer looks for the standard library's sources first.
+const RUST_SRC_PATH: &str = "RUST_SRC_PATH";
+
+/// Set for cargo while the engine is light: `tokio=PATH`, the runtime library the kernel's
+/// rustc wrapper passes to the cell crate (`rustc_wrapper`).
+pub const CELL_EXTERN_ENV: &str = "RUST_ASYNC_CELL_EXTERN";
+
+pub(crate) struct Analysis {
+    /// While light: the link rust-analyzer reads the standard library through.
+    light_link: Option<PathBuf>,
+    /// `RUST_SRC_PATH` as the kernel found it: user code gets it back, and turning full
+    /// prefers it, as rust-analyzer would.
+    original_src_path: Option<OsString>,
+}
+
+impl Analysis {
+    /// rust-analyzer sees everything from the start.
+    pub(crate) fn full() -> Analysis {
+        Analysis { light_link: None, original_src_path: std::env::var_os(RUST_SRC_PATH) }
+    }
+
+    /// rust-analyzer sees an empty standard library (and, through the dependency, no tokio)
+    /// until [`Analysis::turn_full`]. Call before evcxr starts: it sets `RUST_SRC_PATH` in
+    /// this process.
+    pub(crate) fn light(work_dir: &Path) -> std::io::Result<Analysis> {
+        let original_src_path = std::env::var_os(RUST_SRC_PATH);
+        let empty_library = work_dir.join("empty-library");
+        std::fs::create_dir_all(empty_library.join("core/src"))?;
+        std::fs::write(empty_library.join("core/src/lib.rs"), "")?;
+        let link = work_dir.join("library-for-rust-analyzer");
+        std::os::unix::fs::symlink(&empty_library, &link)?;
+        std::env::set_var(RUST_SRC_PATH, &link);
+        Ok(Analysis { light_link: Some(link), original_src_path })
+    }
+
+    pub(crate) fn is_light(&self) -> bool {
+        self.light_link.is_some()
+    }
+
+    /// Shows rust-analyzer the real standard library from its next load on (the caller then
+    /// changes the manifest, which makes it load again).
+    pub(crate) fn turn_full(&mut self) -> std::io::Result<()> {
+        let Some(link) = &self.light_link else { return Ok(()) };
+        // A path without `core` makes rust-analyzer ignore RUST_SRC_PATH and find the sources
+        // itself, as it would have without us.
+        let real = self.real_library().unwrap_or_else(|| PathBuf::from("/nonexistent"));
+        let replacement = link.with_extension("new");
+        let _ = std::fs::remove_file(&replacement);
+        std::os::unix::fs::symlink(real, &replacement)?;
+        std::fs::rename(&replacement, link)?;
+        self.light_link = None;
+        Ok(())
+    }
+
+    /// The standard library's sources, where rust-analyzer would find them.
+    fn real_library(&self) -> Option<PathBuf> {
+        if let Some(path) = &self.original_src_path {
+            if Path::new(path).join("core").exists() {
+                return Some(PathBuf::from(path));
+            }
+        }
+        let sysroot = std::process::Command::new("rustc").args(["--print", "sysroot"]).output().ok()?;
+        let sysroot = String::from_utf8(sysroot.stdout).ok()?;
+        Some(Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library"))
+    }
+
+    /// Gives user code `RUST_SRC_PATH` as the kernel found it.
+    pub(crate) fn restore_for(&self, command: &mut std::process::Command) {
+        match &self.original_src_path {
+            Some(path) => command.env(RUST_SRC_PATH, path),
+            None => command.env_remove(RUST_SRC_PATH),
+        };
+    }
+}
+
+/// Whether evcxr asks rust-analyzer for types while running `code`: for each `let` at the
+/// cell's top level (inside a block or a function it is not a variable of the cell), and to
+/// load a crate added with `:dep`. `if let` and a `let` in a string or comment count too: a
+/// needless full analysis is only early, a missing one would fail the cell.
+pub(crate) fn needs_types(code: &str) -> bool {
+    if crate::commands::leading_commands(code).iter().any(|command| command.name == ":dep") {
+        return true;
+    }
+    let mut depth = 0usize;
+    let mut word = String::new();
+    let mut found = false;
+    walk_code(code, |character| {
+        if character.is_alphanumeric() || character == '_' {
+            word.push(character);
+            return true;
+        }
+        found = depth == 0 && word == "let";
+        word.clear();
+        match character {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        !found
+    });
+    found || (depth == 0 && word == "let")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_top_level_let_or_a_dep_needs_types() {
+        assert!(needs_types("let x = 1;"));
+        assert!(needs_types("tokio::task::yield_now().await;\nlet handle = tokio::spawn(async { 1 });"));
+        assert!(needs_types("let\nx = 1;"));
+        assert!(needs_types("if let Some(x) = std::env::args().nth(1) { println!(\"{x}\") }"));
+        assert!(needs_types(":dep serde = \"1\"\n"));
+        assert!(needs_types("let"));
+    }
+
+    #[test]
+    fn a_cell_without_top_level_let_needs_none() {
+        assert!(!needs_types("tokio::time::sleep(std::time::Duration::from_millis(10)).await;"));
+        assert!(!needs_types("async fn hello() -> u32 { let x = 1; x }\nhello().await"));
+        assert!(!needs_types("println!(\"{}\", { let y = 2; y });"));
+        assert!(!needs_types("// let x = 1;\nprintln!(\"let me see\");"));
+        assert!(!needs_types("outlet();\nlet_it_be();"));
+        assert!(!needs_types(":vars"));
+        assert!(!needs_types(""));
+    }
+}
