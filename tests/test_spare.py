@@ -123,6 +123,29 @@ def test_a_claimed_spare_runs_user_code_in_the_notebooks_directory_and_environme
         stop_kernel(km, kc)
 
 
+def test_a_spare_started_by_a_kernel_that_ran_no_cell_yet_knows_the_standard_library():
+    """A kernel whose engine is up leaves a spare behind; until its first `let`, that kernel's
+    rust-analyzer is shown an empty standard library (kernel/engine/src/analysis.rs). The spare
+    must not take that over: the notebook it serves gets the types of `let`s from std."""
+    spare_command("--stop")
+    first_km, first_kc = start_kernel()  # no cell: its analysis stays light
+    try:
+        waited = spare_command("--wait")
+        assert waited.returncode == 0, waited.stderr
+        [spare] = waiting_spare_pids()
+        km, kc = start_kernel()
+        try:
+            assert parent_of(user_process_pid(kc)) == spare
+            reply, msgs = run(kc, "let numbers = vec![3u8, 4];\nnumbers.len()", timeout=FIRST_CELL_TIMEOUT)
+            assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+            assert result_text(msgs) == "2"
+        finally:
+            stop_kernel(km, kc)
+    finally:
+        stop_kernel(first_km, first_kc)
+        spare_command("--stop")
+
+
 def test_a_shutdown_request_on_the_shell_channel_ends_a_claimed_spare_as_on_control(ready_spare):
     km, kc = start_kernel()
     try:

@@ -25,6 +25,7 @@
 use crate::is_complete::walk_code;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// Where rust-analyzer looks for the standard library's sources first.
 const RUST_SRC_PATH: &str = "RUST_SRC_PATH";
@@ -33,32 +34,46 @@ const RUST_SRC_PATH: &str = "RUST_SRC_PATH";
 /// rustc wrapper passes to the cell crate (`rustc_wrapper`).
 pub const CELL_EXTERN_ENV: &str = "RUST_ASYNC_CELL_EXTERN";
 
+/// `RUST_SRC_PATH` as this process had it before its first light engine set it.
+static ORIGINAL_SRC_PATH: OnceLock<Option<OsString>> = OnceLock::new();
+
+fn original_src_path() -> Option<OsString> {
+    ORIGINAL_SRC_PATH.get_or_init(|| std::env::var_os(RUST_SRC_PATH)).clone()
+}
+
+/// Gives a process started from this one `RUST_SRC_PATH` as it was before an engine set it:
+/// user code, and a spare kernel, whose own engine would otherwise take this engine's link
+/// (perhaps still to the empty library) for the user's standard library.
+pub fn restore_environment(command: &mut std::process::Command) {
+    match original_src_path() {
+        Some(path) => command.env(RUST_SRC_PATH, path),
+        None => command.env_remove(RUST_SRC_PATH),
+    };
+}
+
 pub(crate) struct Analysis {
     /// While light: the link rust-analyzer reads the standard library through.
     light_link: Option<PathBuf>,
-    /// `RUST_SRC_PATH` as the kernel found it: user code gets it back, and turning full
-    /// prefers it, as rust-analyzer would.
-    original_src_path: Option<OsString>,
 }
 
 impl Analysis {
     /// rust-analyzer sees everything from the start.
     pub(crate) fn full() -> Analysis {
-        Analysis { light_link: None, original_src_path: std::env::var_os(RUST_SRC_PATH) }
+        Analysis { light_link: None }
     }
 
     /// rust-analyzer sees an empty standard library (and, through the dependency, no tokio)
     /// until [`Analysis::turn_full`]. Call before evcxr starts: it sets `RUST_SRC_PATH` in
     /// this process.
     pub(crate) fn light(work_dir: &Path) -> std::io::Result<Analysis> {
-        let original_src_path = std::env::var_os(RUST_SRC_PATH);
+        original_src_path(); // noted before it changes
         let empty_library = work_dir.join("empty-library");
         std::fs::create_dir_all(empty_library.join("core/src"))?;
         std::fs::write(empty_library.join("core/src/lib.rs"), "")?;
         let link = work_dir.join("library-for-rust-analyzer");
         std::os::unix::fs::symlink(&empty_library, &link)?;
         std::env::set_var(RUST_SRC_PATH, &link);
-        Ok(Analysis { light_link: Some(link), original_src_path })
+        Ok(Analysis { light_link: Some(link) })
     }
 
     pub(crate) fn is_light(&self) -> bool {
@@ -71,7 +86,7 @@ impl Analysis {
         let Some(link) = &self.light_link else { return Ok(()) };
         // A path without `core` makes rust-analyzer ignore RUST_SRC_PATH and find the sources
         // itself, as it would have without us.
-        let real = self.real_library().unwrap_or_else(|| PathBuf::from("/nonexistent"));
+        let real = real_library().unwrap_or_else(|| PathBuf::from("/nonexistent"));
         let replacement = link.with_extension("new");
         let _ = std::fs::remove_file(&replacement);
         std::os::unix::fs::symlink(real, &replacement)?;
@@ -80,25 +95,18 @@ impl Analysis {
         Ok(())
     }
 
-    /// The standard library's sources, where rust-analyzer would find them.
-    fn real_library(&self) -> Option<PathBuf> {
-        if let Some(path) = &self.original_src_path {
-            if Path::new(path).join("core").exists() {
-                return Some(PathBuf::from(path));
-            }
-        }
-        let sysroot = std::process::Command::new("rustc").args(["--print", "sysroot"]).output().ok()?;
-        let sysroot = String::from_utf8(sysroot.stdout).ok()?;
-        Some(Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library"))
-    }
+}
 
-    /// Gives user code `RUST_SRC_PATH` as the kernel found it.
-    pub(crate) fn restore_for(&self, command: &mut std::process::Command) {
-        match &self.original_src_path {
-            Some(path) => command.env(RUST_SRC_PATH, path),
-            None => command.env_remove(RUST_SRC_PATH),
-        };
+/// The standard library's sources, where rust-analyzer would find them.
+fn real_library() -> Option<PathBuf> {
+    if let Some(path) = original_src_path() {
+        if Path::new(&path).join("core").exists() {
+            return Some(PathBuf::from(path));
+        }
     }
+    let sysroot = std::process::Command::new("rustc").args(["--print", "sysroot"]).output().ok()?;
+    let sysroot = String::from_utf8(sysroot.stdout).ok()?;
+    Some(Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library"))
 }
 
 /// Whether evcxr asks rust-analyzer for types while running `code`: for each `let` at the

@@ -26,6 +26,7 @@ pub mod user_process;
 #[path = "../../runtime/src/protocol.rs"]
 mod protocol;
 
+pub use analysis::restore_environment;
 pub use output::{EventSink, InputReader};
 
 use output::{CellFate, OutputReader};
@@ -218,7 +219,7 @@ impl Engine {
         user_process.env(user_process::OUTPUT_SOCKET_ENV, &socket_path);
         user_process.env(user_process::SESSION_FILE_ENV, work_dir.path().join(SESSION_FILE));
         user_process.env(protocol::FINAL_VALUE_FORMAT_ENV, work_dir.path().join(FINAL_VALUE_FORMAT_FILE));
-        analysis.restore_for(&mut user_process);
+        analysis::restore_environment(&mut user_process);
         let (mut eval_context, evcxr_outputs) = evcxr::EvalContext::with_subprocess_command(user_process)
             .map_err(|error| EngineError::Evcxr(error.to_string()))?;
         // Our user process sends its output through the socket; evcxr's own channels only carry

@@ -145,6 +145,7 @@ pub fn spawn_spare() {
     for name in ENGINE_SETS {
         command.env_remove(name);
     }
+    rust_async_engine::restore_environment(&mut command);
     command
         .args(["spare", "--serve"])
         .current_dir("/")
