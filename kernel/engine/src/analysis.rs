@@ -8,15 +8,17 @@
 //! standard library and no tokio, and its analysis takes no time. Cells still compile against
 //! the real ones; rustc never reads what rust-analyzer is shown.
 //!
-//! The engine turns *full* (once) before the first thing that needs types: a cell with a
-//! top-level `let` or a `:dep` ([`needs_types`]), a completion or an inspection, or the
-//! warm-up of an idle kernel. rust-analyzer then analyses everything, once.
+//! The engine turns *full* (once) before the first thing that needs rust-analyzer or a plain
+//! dependency: a cell with a top-level `let`, a new crate, `:doc` or `:sccache`
+//! ([`needs_types`]), a completion or an inspection, or the warm-up of an idle kernel.
+//! rust-analyzer then analyses everything, once.
 //!
 //! How rust-analyzer is shown less, without changing evcxr:
 //! - The standard library: rust-analyzer takes the library's sources from `RUST_SRC_PATH` when
-//!   that holds a `core`. The engine sets it to a link to an empty `core`; turning full
-//!   re-points the link at the real sources. The variable is set once, before evcxr starts,
-//!   and never changed again while other threads run.
+//!   that holds a `core`. The engine sets it to a link to an empty `core` (once, before evcxr
+//!   starts, as it sets evcxr's own variables); turning full re-points the link, and the
+//!   variable never changes again. Processes started from the kernel get the variable as it
+//!   was ([`restore_environment`]), except evcxr's `!` shell lines.
 //! - tokio: the runtime library is an `optional` dependency of the cell crate, so cargo leaves
 //!   it out of the crate graph rust-analyzer loads. The kernel's rustc wrapper passes it to the
 //!   cell crate itself (`--extern`, [`CELL_EXTERN_ENV`]). Turning full makes it a plain
@@ -30,8 +32,8 @@ use std::sync::OnceLock;
 /// Where rust-analyzer looks for the standard library's sources first.
 const RUST_SRC_PATH: &str = "RUST_SRC_PATH";
 
-/// Set for cargo while the engine is light: `tokio=PATH`, the runtime library the kernel's
-/// rustc wrapper passes to the cell crate (`rustc_wrapper`).
+/// Set for cargo when the engine starts light: `tokio=PATH`, the runtime library the kernel's
+/// rustc wrapper passes to the cell crate (`rustc_wrapper`) unless cargo passes it already.
 pub const CELL_EXTERN_ENV: &str = "RUST_ASYNC_CELL_EXTERN";
 
 /// `RUST_SRC_PATH` as this process had it before its first light engine set it.
@@ -63,7 +65,7 @@ impl Analysis {
     }
 
     /// rust-analyzer sees an empty standard library (and, through the dependency, no tokio)
-    /// until [`Analysis::turn_full`]. Call before evcxr starts: it sets `RUST_SRC_PATH` in
+    /// until [`Analysis::show_real_library`]. Call before evcxr starts: it sets `RUST_SRC_PATH` in
     /// this process.
     pub(crate) fn light(work_dir: &Path) -> std::io::Result<Analysis> {
         original_src_path(); // noted before it changes
@@ -80,53 +82,61 @@ impl Analysis {
         self.light_link.is_some()
     }
 
-    /// Shows rust-analyzer the real standard library from its next load on (the caller then
-    /// changes the manifest, which makes it load again).
-    pub(crate) fn turn_full(&mut self) -> std::io::Result<()> {
+    /// Shows rust-analyzer the real standard library from its next load on. The caller then
+    /// changes the manifest, which makes it load again, and calls [`Analysis::mark_full`]
+    /// once that worked (until then it may try again).
+    pub(crate) fn show_real_library(&self) -> std::io::Result<()> {
         let Some(link) = &self.light_link else { return Ok(()) };
-        // A path without `core` makes rust-analyzer ignore RUST_SRC_PATH and find the sources
-        // itself, as it would have without us.
-        let real = real_library().unwrap_or_else(|| PathBuf::from("/nonexistent"));
+        // The user's own RUST_SRC_PATH, if it was one; otherwise a path without `core`, which
+        // rust-analyzer ignores to find the sources itself, exactly as it would without us.
+        let real = original_src_path()
+            .filter(|path| Path::new(path).join("core").exists())
+            .map_or_else(|| link.with_extension("none"), PathBuf::from);
         let replacement = link.with_extension("new");
         let _ = std::fs::remove_file(&replacement);
         std::os::unix::fs::symlink(real, &replacement)?;
-        std::fs::rename(&replacement, link)?;
+        std::fs::rename(&replacement, link)
+    }
+
+    pub(crate) fn mark_full(&mut self) {
         self.light_link = None;
-        Ok(())
     }
-
 }
 
-/// The standard library's sources, where rust-analyzer would find them.
-fn real_library() -> Option<PathBuf> {
-    if let Some(path) = original_src_path() {
-        if Path::new(&path).join("core").exists() {
-            return Some(PathBuf::from(path));
-        }
-    }
-    let sysroot = std::process::Command::new("rustc").args(["--print", "sysroot"]).output().ok()?;
-    let sysroot = String::from_utf8(sysroot.stdout).ok()?;
-    Some(Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library"))
-}
-
-/// Whether evcxr asks rust-analyzer for types while running `code`: for each `let` at the
-/// cell's top level (inside a block or a function it is not a variable of the cell), and to
-/// load a crate added with `:dep`. `if let` and a `let` in a string or comment count too: a
-/// needless full analysis is only early, a missing one would fail the cell.
+/// Whether running `code` needs the full analysis: evcxr asks rust-analyzer for the type of
+/// each `let` at the cell's top level (one inside a block or a function is not a variable of
+/// the cell), and for `:doc`. A new crate (`:dep`, `extern crate`) must see the runtime
+/// library as a plain dependency, so that cargo unifies tokio's features and builds one
+/// tokio; `:sccache` replaces the rustc wrapper that passes it otherwise. `if let` counts
+/// too: a needless full analysis is only early, a missing one fails the cell.
 pub(crate) fn needs_types(code: &str) -> bool {
-    if crate::commands::leading_commands(code).iter().any(|command| command.name == ":dep") {
+    const COMMANDS: [&str; 3] = [":dep", ":doc", ":sccache"];
+    let commands = crate::commands::leading_commands(code);
+    if commands.iter().any(|command| COMMANDS.contains(&command.name)) {
         return true;
     }
+    // Command and `!` shell lines are not Rust: a quote in one must not hide the code below.
+    let rust: Vec<&str> = code
+        .lines()
+        .enumerate()
+        .map(|(index, line)| {
+            let command = commands.iter().any(|command| command.index == index);
+            if command || line.starts_with('!') { "" } else { line }
+        })
+        .collect();
     let mut depth = 0usize;
     let mut word = String::new();
+    let mut previous_word = String::new();
     let mut found = false;
-    walk_code(code, |character| {
+    walk_code(&rust.join("\n"), |character| {
         if character.is_alphanumeric() || character == '_' {
             word.push(character);
             return true;
         }
-        found = depth == 0 && word == "let";
-        word.clear();
+        found = depth == 0 && (word == "let" || previous_word == "extern" && word == "crate");
+        if !word.is_empty() {
+            previous_word = std::mem::take(&mut word);
+        }
         match character {
             '(' | '[' | '{' => depth += 1,
             ')' | ']' | '}' => depth = depth.saturating_sub(1),
@@ -134,7 +144,7 @@ pub(crate) fn needs_types(code: &str) -> bool {
         }
         !found
     });
-    found || (depth == 0 && word == "let")
+    found || (depth == 0 && (word == "let" || previous_word == "extern" && word == "crate"))
 }
 
 #[cfg(test)]
@@ -148,6 +158,9 @@ mod tests {
         assert!(needs_types("let\nx = 1;"));
         assert!(needs_types("if let Some(x) = std::env::args().nth(1) { println!(\"{x}\") }"));
         assert!(needs_types(":dep serde = \"1\"\n"));
+        assert!(needs_types(":doc tokio::spawn"));
+        assert!(needs_types("extern crate serde;"));
+        assert!(needs_types("!echo \"\nlet x = 1;"));
         assert!(needs_types("let"));
     }
 
@@ -159,6 +172,7 @@ mod tests {
         assert!(!needs_types("// let x = 1;\nprintln!(\"let me see\");"));
         assert!(!needs_types("outlet();\nlet_it_be();"));
         assert!(!needs_types(":vars"));
+        assert!(!needs_types("extern \"C\" { fn abs(x: i32) -> i32; }\ncrate::f();"));
         assert!(!needs_types(""));
     }
 }

@@ -206,7 +206,10 @@ impl Engine {
         // Light only with the prepared library to pass to cells; preparing it needs cargo to
         // build it, as a plain dependency.
         let mut analysis = if template.is_none() && library.is_prepared() {
-            analysis::Analysis::light(work_dir.path())?
+            analysis::Analysis::light(work_dir.path()).unwrap_or_else(|error| {
+                eprintln!("rust-async: rust-analyzer analyses std and tokio at start ({error})");
+                analysis::Analysis::full()
+            })
         } else {
             analysis::Analysis::full()
         };
@@ -232,7 +235,9 @@ impl Engine {
         library.seed_cell_dir(&cell_dir, template.is_some())?;
         let seeded_library = runtime_library::seeded_shared_object(&cell_dir);
         if seeded_library.is_none() {
-            analysis.turn_full()?; // cargo must build the library: a plain dependency
+            // cargo must build the library: a plain dependency from the start.
+            analysis.show_real_library()?;
+            analysis.mark_full();
         }
         let mut state = eval_context.state();
         state.set_offline_mode(true);
@@ -303,7 +308,9 @@ impl Engine {
         if self.analysis.is_light() {
             timing.note("warm-up starts");
             if let Err(error) = self.ensure_full_analysis() {
-                eprintln!("rust-async: {}", error.message);
+                // No retrying while idle: the cell that needs it will, and say why it failed.
+                eprintln!("rust-async: warm-up stopped: {}", error.message);
+                return false;
             }
             timing.note("warm-up (full analysis)");
             return true;
@@ -513,14 +520,18 @@ impl Engine {
                 format!("rust-analyzer could not load the standard library and tokio: {message}"),
             )
         };
-        self.analysis.turn_full().map_err(|error| failed(error.to_string()))?;
+        self.analysis.show_real_library().map_err(|error| failed(error.to_string()))?;
         self.output.begin_cell(silent_input(), None);
         let result = self.context.execute(&format!(":dep tokio = {}", self.runtime_library.dependency_spec(false)));
         let fate = self.output.finish_cell(Duration::from_secs(5), false);
         timing.note("full analysis (rust-analyzer: std and tokio)");
         match outcome("", "", result, fate, false) {
+            // Still light: the next cell that needs types tries again.
             CellOutcome::Failure(error) => Err(failed(error.message)),
-            _ => Ok(()),
+            _ => {
+                self.analysis.mark_full();
+                Ok(())
+            }
         }
     }
 

@@ -1,11 +1,11 @@
 //! Spare kernels: a kernel process started ahead of time, so that the next notebook's kernel
 //! is ready at once.
 //!
-//! Most of a fresh kernel's time to its first cell is evcxr's start-up: rust-analyzer analysing
-//! the standard library and tokio (inside the kernel process), and the compiles that switch
-//! cells to async mode. So once a kernel is up, it leaves one *spare* behind: the same binary
-//! run in the background (`rust-async-kernel spare --serve`), which starts an engine, does that
-//! analysis ahead ([`Engine::warm_up`](rust_async_engine::Engine::warm_up)) and then waits on a
+//! A fresh kernel's first cell waits for evcxr's start-up and the compiles that switch cells to
+//! async mode, and its first `let` for rust-analyzer's analysis of the standard library and
+//! tokio (inside the kernel process). So once a kernel is up, it leaves one *spare* behind: the
+//! same binary run in the background (`rust-async-kernel spare --serve`), which starts an
+//! engine, does that analysis ahead ([`Engine::warm_up`](rust_async_engine::Engine::warm_up)) and then waits on a
 //! Unix socket in a private per-user directory.
 //!
 //! A kernel that Jupyter starts (`--connection-file`) first tries to claim a spare:
