@@ -123,13 +123,16 @@ def test_a_claimed_spare_runs_user_code_in_the_notebooks_directory_and_environme
         stop_kernel(km, kc)
 
 
-def test_a_spare_started_by_a_kernel_that_ran_no_cell_yet_knows_the_standard_library():
-    """A kernel whose engine is up leaves a spare behind; until its first `let`, that kernel's
-    rust-analyzer is shown an empty standard library (kernel/engine/src/analysis.rs). The spare
-    must not take that over: the notebook it serves gets the types of `let`s from std."""
+def test_a_spare_started_by_a_kernel_still_light_knows_the_standard_library():
+    """A kernel whose engine is up leaves a spare behind; until its first `let` (or its
+    warm-up), that kernel's rust-analyzer is shown an empty standard library
+    (kernel/engine/src/analysis.rs). The spare must not take that over: the notebook it serves
+    gets the types of `let`s from std."""
     spare_command("--stop")
-    first_km, first_kc = start_kernel()  # no cell: its analysis stays light
+    first_km, first_kc = start_kernel()
     try:
+        # Busy in a cell without `let`, the first kernel stays light while its spare starts.
+        first_kc.execute("tokio::time::sleep(std::time::Duration::from_secs(120)).await;")
         waited = spare_command("--wait")
         assert waited.returncode == 0, waited.stderr
         [spare] = waiting_spare_pids()

@@ -58,11 +58,16 @@ pub struct StartedEngine {
 }
 
 /// A kernel started cold does the analysis work of the first `let` (seconds, see
-/// `Engine::warm_up`) once it has run a cell and then sat idle this long: a student reading
-/// between cells does not wait for it, while cells sent back to back (Run All, nbconvert)
-/// never queue behind it. Not before the first cell: that one needs no analysis, and a
-/// student who opens a notebook and runs it a few seconds later would wait for the warm-up.
+/// `Engine::warm_up`) once it has sat idle this long after a cell: a student reading between
+/// cells does not wait for it, while cells sent back to back (Run All, nbconvert) never queue
+/// behind it.
 const IDLE_BEFORE_WARM_UP: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The same before the first cell, counted from when the engine is up. Longer: the first cell
+/// of a notebook opened and run at once needs no analysis unless it has a `let`, and should not
+/// wait for a step of the warm-up; a student who reads the notebook's introduction first gets
+/// the warm-up done before a first cell with a `let`.
+const IDLE_BEFORE_FIRST_WARM_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
 const ENGINE_STACK_BYTES: usize = 256 << 20;
 
@@ -99,10 +104,11 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
             let mut ran_a_cell = false;
             let mut warmed_up = false;
             loop {
-                let job = if warmed_up || !ran_a_cell {
+                let job = if warmed_up {
                     job_queue.recv().ok()
                 } else {
-                    match job_queue.recv_timeout(IDLE_BEFORE_WARM_UP) {
+                    let idle = if ran_a_cell { IDLE_BEFORE_WARM_UP } else { IDLE_BEFORE_FIRST_WARM_UP };
+                    match job_queue.recv_timeout(idle) {
                         Ok(job) => Some(job),
                         Err(mpsc::RecvTimeoutError::Timeout) => {
                             warmed_up = !guarded(|| engine.warm_up_step()).unwrap_or(false);
