@@ -292,14 +292,9 @@ impl Engine {
         }
     }
 
-    /// Does ahead of time the rust-analyzer work that the first cell with a `let` would
-    /// otherwise wait for, in [`Engine::warm_up_step`]s.
-    pub fn warm_up(&mut self) {
-        while self.warm_up_step() {}
-    }
-
-    /// One step of [`Engine::warm_up`] (each takes seconds); false once none is left. A cell
-    /// sent meanwhile waits for the step, not for the whole warm-up.
+    /// Does one step of the rust-analyzer work that the first cell with a `let` would
+    /// otherwise wait for (each takes seconds); false once none is left. Called while idle, a
+    /// step at a time: a cell sent meanwhile waits for the step, not for the whole warm-up.
     /// 1. The full analysis of the standard library and tokio (see `analysis`).
     /// 2. The trait impls that type inference of a `let` needs: a completion request does
     ///    that work without compiling anything or creating a variable.

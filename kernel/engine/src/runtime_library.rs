@@ -24,6 +24,8 @@ pub struct RuntimeLibrary {
     source: PathBuf,
     /// Where `prepare` leaves its template (target/rust-async-runtime in the checkout).
     prepared: PathBuf,
+    /// [`RuntimeLibrary::fingerprint`], worked out once (it runs `rustc -vV`).
+    fingerprint: std::sync::OnceLock<String>,
 }
 
 /// Environment variable overriding where the prepared runtime library is.
@@ -37,7 +39,7 @@ impl RuntimeLibrary {
         let prepared = std::env::var_os(PREPARED_DIR_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target/rust-async-runtime"));
-        RuntimeLibrary { source: root.join("kernel/runtime"), prepared }
+        RuntimeLibrary { source: root.join("kernel/runtime"), prepared, fingerprint: Default::default() }
     }
 
     /// The runtime library as the cells' dependency `tokio`. `optional`: left out of the crate
@@ -57,6 +59,10 @@ impl RuntimeLibrary {
 
     /// What the template was built from: the library's sources, its lock file and the compiler.
     fn fingerprint(&self) -> String {
+        self.fingerprint.get_or_init(|| self.work_out_fingerprint()).clone()
+    }
+
+    fn work_out_fingerprint(&self) -> String {
         let mut files = vec![self.source.join("Cargo.toml"), self.source.join("Cargo.lock")];
         let mut sources: Vec<PathBuf> = std::fs::read_dir(self.source.join("src"))
             .map(|entries| entries.flatten().map(|entry| entry.path()).collect())

@@ -58,7 +58,7 @@ pub struct StartedEngine {
 }
 
 /// A kernel started cold does the analysis work of the first `let` (seconds, see
-/// `Engine::warm_up`) once it has sat idle this long after a cell: a student reading between
+/// `Engine::warm_up_step`) once it has sat idle this long after a cell: a student reading between
 /// cells does not wait for it, while cells sent back to back (Run All, nbconvert) never queue
 /// behind it.
 const IDLE_BEFORE_WARM_UP: std::time::Duration = std::time::Duration::from_millis(500);
@@ -143,9 +143,12 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
                         return;
                     }
                     Job::WarmUp { skip, done } => {
-                        if !skip.load(std::sync::atomic::Ordering::SeqCst) {
-                            let _ = guarded(|| engine.warm_up());
-                            warmed_up = true;
+                        // Step by step: a notebook that claims the spare meanwhile goes next.
+                        let skipped = || skip.load(std::sync::atomic::Ordering::SeqCst);
+                        while !warmed_up && !skipped() {
+                            warmed_up = !guarded(|| engine.warm_up_step()).unwrap_or(false);
+                        }
+                        if warmed_up {
                             let _ = done.send(());
                         }
                     }

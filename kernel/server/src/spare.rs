@@ -5,8 +5,9 @@
 //! async mode, and its first `let` for rust-analyzer's analysis of the standard library and
 //! tokio (inside the kernel process). So once a kernel is up, it leaves one *spare* behind: the
 //! same binary run in the background (`rust-async-kernel spare --serve`), which starts an
-//! engine, does that analysis ahead ([`Engine::warm_up`](rust_async_engine::Engine::warm_up)) and then waits on a
-//! Unix socket in a private per-user directory.
+//! engine, does that analysis ahead
+//! ([`Engine::warm_up_step`](rust_async_engine::Engine::warm_up_step)) and then waits on a Unix
+//! socket in a private per-user directory.
 //!
 //! A kernel that Jupyter starts (`--connection-file`) first tries to claim a spare:
 //! - Claimed: this process becomes the *launcher*. It stays alive as the process Jupyter
