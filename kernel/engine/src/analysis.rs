@@ -128,7 +128,8 @@ pub(crate) fn needs_types(code: &str) -> bool {
     let mut word = String::new();
     let mut previous_word = String::new();
     let mut found = false;
-    walk_code(&rust.join("\n"), |character| {
+    // A newline after the code ends its last word inside the walk.
+    walk_code(&(rust.join("\n") + "\n"), |character| {
         if character.is_alphanumeric() || character == '_' {
             word.push(character);
             return true;
@@ -144,7 +145,7 @@ pub(crate) fn needs_types(code: &str) -> bool {
         }
         !found
     });
-    found || (depth == 0 && (word == "let" || previous_word == "extern" && word == "crate"))
+    found
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ const CELL_CRATE: &str = "ctx";
 /// Call first thing in `main`; does nothing otherwise.
 pub fn wrap_rustc_if_asked() {
     let notes = std::env::var_os(NOTES_FILE_ENV);
-    let cell_extern = std::env::var_os(CELL_EXTERN_ENV).filter(|value| !value.is_empty());
+    let cell_extern = std::env::var_os(CELL_EXTERN_ENV);
     if notes.is_none() && cell_extern.is_none() {
         return;
     }

@@ -111,7 +111,7 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
                     match job_queue.recv_timeout(idle) {
                         Ok(job) => Some(job),
                         Err(mpsc::RecvTimeoutError::Timeout) => {
-                            warmed_up = !guarded(|| engine.warm_up_step()).unwrap_or(false);
+                            warmed_up = warm_up_step_finishes(&mut engine);
                             continue;
                         }
                         Err(mpsc::RecvTimeoutError::Disconnected) => None,
@@ -146,7 +146,7 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
                         // Step by step: a notebook that claims the spare meanwhile goes next.
                         let skipped = || skip.load(std::sync::atomic::Ordering::SeqCst);
                         while !warmed_up && !skipped() {
-                            warmed_up = !guarded(|| engine.warm_up_step()).unwrap_or(false);
+                            warmed_up = warm_up_step_finishes(&mut engine);
                         }
                         if warmed_up {
                             let _ = done.send(());
@@ -163,6 +163,11 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
         })
         .expect("could not start the engine thread");
     (EngineHandle { jobs }, interrupter)
+}
+
+/// One step of the warm-up; true once none is left (or a step panicked: no retrying).
+fn warm_up_step_finishes(engine: &mut Engine) -> bool {
+    !guarded(|| engine.warm_up_step()).unwrap_or(false)
 }
 
 /// A panic inside evcxr (rust-analyzer, say) must not take the engine thread, and with it
