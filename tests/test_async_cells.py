@@ -60,6 +60,17 @@ def test_a_coroutine_made_in_one_cell_runs_when_awaited_two_cells_later(kc):
     assert result_text(msgs) == '"Done"'
 
 
+def test_a_kept_future_whose_call_has_a_bracket_in_a_character_literal(kc):
+    # The engine finds where the `let` ends to box the future: a bracket or `;` in a
+    # character literal or a comment is not code.
+    ok(*run(kc, "async fn count(text: &'static str, wanted: char) -> usize {\n"
+                "    text.chars().filter(|c| *c == wanted).count()\n}\n"
+                "let opening = count(\"f(g(x))\", '('); // counts; later"))
+    reply, msgs = run(kc, "opening.await")
+    ok(reply, msgs)
+    assert result_text(msgs) == "2"
+
+
 def test_a_non_send_future_is_kept_and_awaited_later(kc):
     ok(*run(kc, "let shared = std::rc::Rc::new(20);\n"
                 "let plus_one = async move { *shared + 1 };"))

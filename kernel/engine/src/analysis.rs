@@ -129,7 +129,7 @@ pub(crate) fn needs_types(code: &str) -> bool {
     let mut previous_word = String::new();
     let mut found = false;
     // A newline after the code ends its last word inside the walk.
-    walk_code(&(rust.join("\n") + "\n"), |character| {
+    walk_code(&(rust.join("\n") + "\n"), |_, character| {
         if character.is_alphanumeric() || character == '_' {
             word.push(character);
             return true;

@@ -8,6 +8,8 @@
 //! replaced by `let mut x = tokio::Pending::new(x);` (pinned on the heap, usable the same way:
 //! `(&mut x).await`, `x.as_mut()`).
 
+use crate::is_complete::walk_code;
+
 /// From evcxr's refusal, the variable and the future's output type.
 pub(crate) fn unpersistable_future(message: &str) -> Option<(String, String)> {
     let rest = message.strip_prefix("The variable `")?;
@@ -56,30 +58,21 @@ fn find_let(code: &str, name: &str) -> Option<(usize, usize, bool)> {
     None
 }
 
-/// The index of the `;` ending the statement that starts at `from` (brackets and strings skipped).
+/// The index of the `;` ending the statement that starts at `from` (brackets, strings,
+/// character literals and comments skipped).
 fn statement_end(code: &str, from: usize) -> Option<usize> {
     let mut depth = 0i32;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (offset, character) in code[from..].char_indices() {
-        if in_string {
-            match character {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut end = None;
+    walk_code(&code[from..], |offset, character| {
         match character {
-            '"' => in_string = true,
             '(' | '[' | '{' => depth += 1,
             ')' | ']' | '}' => depth -= 1,
-            ';' if depth == 0 => return Some(from + offset),
+            ';' if depth == 0 => end = Some(from + offset),
             _ => {}
         }
-    }
-    None
+        end.is_none()
+    });
+    end
 }
 
 /// Replaces `tokio::pin!(a, b);` (also `pin!` and `std::pin::pin!` as a statement) by
@@ -166,5 +159,15 @@ mod tests {
             "let x = 1;\nlet result: ::tokio::Pending<u8> = ::tokio::Pending::new(do_something(\"a;b\", (1, 2)));\nprintln!(\"{x}\");"
         );
         assert!(box_future_binding("let results = f();", "result", "u8").is_none());
+    }
+
+    #[test]
+    fn the_statement_ends_at_a_semicolon_in_code_only() {
+        let code = "let result = f(';', /* ; */ 'x') // ;\n    .map(|c| c);\nlet y = 2;";
+        let rewritten = box_future_binding(code, "result", "u8").unwrap();
+        assert_eq!(
+            rewritten,
+            "let result: ::tokio::Pending<u8> = ::tokio::Pending::new(f(';', /* ; */ 'x') // ;\n    .map(|c| c));\nlet y = 2;"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Is this cell complete? Answers Jupyter's `is_complete_request` (the console asks it to decide
 //! whether Enter runs the code or opens a new line) from brackets, strings and comments alone:
 //! no compiler round trip, so it is instant. The same walk over the code outside strings and
-//! comments ([`walk_code`]) finds a cell's top-level `let`s (`analysis`).
+//! comments ([`walk_code`]) finds a cell's top-level `let`s (`analysis`) and where a statement
+//! ends (`future_values`).
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Completeness {
@@ -15,7 +16,7 @@ pub enum Completeness {
 pub fn is_complete(code: &str) -> Completeness {
     let mut open: Vec<char> = Vec::new();
     let mut invalid = false;
-    let ends_in_code = walk_code(code, |character| match character {
+    let ends_in_code = walk_code(code, |_, character| match character {
         '(' | '[' | '{' => {
             open.push(character);
             true
@@ -40,19 +41,20 @@ pub fn is_complete(code: &str) -> Completeness {
     }
 }
 
-/// Calls `visit` with each character of `code` that is code, in order; a string, character
-/// literal or comment is passed as one space instead. Stops early when `visit` returns false.
-/// Returns false when the code ends inside a string or a block comment.
-pub(crate) fn walk_code(code: &str, mut visit: impl FnMut(char) -> bool) -> bool {
-    let mut chars = code.chars().peekable();
+/// Calls `visit` with each character of `code` that is code and its byte offset, in order; a
+/// string, character literal or comment is passed as one space (at the offset where it starts)
+/// instead. Stops early when `visit` returns false. Returns false when the code ends inside a
+/// string or a block comment.
+pub(crate) fn walk_code(code: &str, mut visit: impl FnMut(usize, char) -> bool) -> bool {
+    let mut chars: Cursor = code.char_indices().peekable();
     let mut block_comment_depth = 0usize;
-    while let Some(character) = chars.next() {
+    while let Some((offset, character)) = chars.next() {
         if block_comment_depth > 0 {
-            match (character, chars.peek()) {
+            match (character, peek(&mut chars)) {
                 ('*', Some('/')) => {
                     chars.next();
                     block_comment_depth -= 1;
-                    if block_comment_depth == 0 && !visit(' ') {
+                    if block_comment_depth == 0 && !visit(offset, ' ') {
                         return true;
                     }
                 }
@@ -65,15 +67,15 @@ pub(crate) fn walk_code(code: &str, mut visit: impl FnMut(char) -> bool) -> bool
             continue;
         }
         let go_on = match character {
-            '/' if chars.peek() == Some(&'/') => {
-                for next in chars.by_ref() {
+            '/' if peek(&mut chars) == Some('/') => {
+                for (_, next) in chars.by_ref() {
                     if next == '\n' {
                         break;
                     }
                 }
-                visit(' ')
+                visit(offset, ' ')
             }
-            '/' if chars.peek() == Some(&'*') => {
+            '/' if peek(&mut chars) == Some('*') => {
                 chars.next();
                 block_comment_depth = 1;
                 true
@@ -82,19 +84,19 @@ pub(crate) fn walk_code(code: &str, mut visit: impl FnMut(char) -> bool) -> bool
                 if !skip_string(&mut chars) {
                     return false;
                 }
-                visit(' ')
+                visit(offset, ' ')
             }
-            'r' if matches!(chars.peek(), Some('#') | Some('"')) => {
+            'r' if matches!(peek(&mut chars), Some('#') | Some('"')) => {
                 if !skip_raw_string(&mut chars) {
                     return false;
                 }
-                visit(' ')
+                visit(offset, ' ')
             }
             '\'' => {
                 skip_char_literal_or_lifetime(&mut chars);
-                visit(' ')
+                visit(offset, ' ')
             }
-            _ => visit(character),
+            _ => visit(offset, character),
         };
         if !go_on {
             return true;
@@ -103,13 +105,24 @@ pub(crate) fn walk_code(code: &str, mut visit: impl FnMut(char) -> bool) -> bool
     block_comment_depth == 0
 }
 
+/// The characters of the code still to walk, with their byte offsets.
+type Cursor<'a> = std::iter::Peekable<std::str::CharIndices<'a>>;
+
+fn peek(chars: &mut Cursor) -> Option<char> {
+    chars.peek().map(|&(_, character)| character)
+}
+
+fn next(chars: &mut Cursor) -> Option<char> {
+    chars.next().map(|(_, character)| character)
+}
+
 fn incomplete(open: &[char]) -> Completeness {
     Completeness::Incomplete { indent: "    ".repeat(open.len().max(1)) }
 }
 
 /// Skips to the end of a `"..."` string; false if the code ends inside it.
-fn skip_string(chars: &mut std::iter::Peekable<std::str::Chars>) -> bool {
-    while let Some(character) = chars.next() {
+fn skip_string(chars: &mut Cursor) -> bool {
+    while let Some(character) = next(chars) {
         match character {
             '\\' => {
                 chars.next();
@@ -122,19 +135,19 @@ fn skip_string(chars: &mut std::iter::Peekable<std::str::Chars>) -> bool {
 }
 
 /// Skips `r#"..."#` (after the `r`); a plain identifier starting with `r` is left alone.
-fn skip_raw_string(chars: &mut std::iter::Peekable<std::str::Chars>) -> bool {
+fn skip_raw_string(chars: &mut Cursor) -> bool {
     let mut hashes = 0;
-    while chars.peek() == Some(&'#') {
+    while peek(chars) == Some('#') {
         chars.next();
         hashes += 1;
     }
-    if chars.next() != Some('"') {
+    if next(chars) != Some('"') {
         return true; // `r#ident` (a raw identifier), not a string
     }
-    'search: while let Some(character) = chars.next() {
+    'search: while let Some(character) = next(chars) {
         if character == '"' {
             for _ in 0..hashes {
-                if chars.peek() != Some(&'#') {
+                if peek(chars) != Some('#') {
                     continue 'search;
                 }
                 chars.next();
@@ -146,19 +159,19 @@ fn skip_raw_string(chars: &mut std::iter::Peekable<std::str::Chars>) -> bool {
 }
 
 /// `'a'`, `'\n'` are characters; `'a` in `&'a str` is a lifetime and has no closing quote.
-fn skip_char_literal_or_lifetime(chars: &mut std::iter::Peekable<std::str::Chars>) {
+fn skip_char_literal_or_lifetime(chars: &mut Cursor) {
     let mut lookahead = chars.clone();
-    match lookahead.next() {
+    match next(&mut lookahead) {
         Some('\\') => {
             chars.next();
             chars.next();
-            for character in chars.by_ref() {
+            for (_, character) in chars.by_ref() {
                 if character == '\'' {
                     break;
                 }
             }
         }
-        Some(_) if lookahead.next() == Some('\'') => {
+        Some(_) if next(&mut lookahead) == Some('\'') => {
             chars.next();
             chars.next();
         }
@@ -188,6 +201,16 @@ mod tests {
         );
         assert!(matches!(is_complete("let s = \"abc"), Completeness::Incomplete { .. }));
         assert!(matches!(is_complete("/* not closed"), Completeness::Incomplete { .. }));
+    }
+
+    #[test]
+    fn the_walk_gives_each_character_its_byte_offset() {
+        let mut seen = Vec::new();
+        walk_code("é \"s\" // c\nx", |offset, character| {
+            seen.push((offset, character));
+            true
+        });
+        assert_eq!(seen, vec![(0, 'é'), (2, ' '), (3, ' '), (6, ' '), (7, ' '), (12, 'x')]);
     }
 
     #[test]
