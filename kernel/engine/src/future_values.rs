@@ -20,7 +20,7 @@ pub(crate) fn unpersistable_future(message: &str) -> Option<(String, String)> {
 
 /// Rewrites `let [mut] NAME = EXPR;` in `code` to keep the future as `tokio::Pending<OUTPUT>`.
 pub(crate) fn box_future_binding(code: &str, name: &str, output: &str) -> Option<String> {
-    let (start, after_equals, mutable) = find_let(code, name)?;
+    let (start, after_equals, mutable) = find_let(&code_only(code), name)?;
     let end = statement_end(code, after_equals)?;
     let expression = code[after_equals..end].trim();
     let binding = if mutable { format!("mut {name}") } else { name.to_owned() };
@@ -29,6 +29,17 @@ pub(crate) fn box_future_binding(code: &str, name: &str, output: &str) -> Option
         &code[..start],
         &code[end..]
     ))
+}
+
+/// `code` with its strings, character literals and comments blanked out (spaces), each byte
+/// where it was: offsets found in it are offsets in `code`.
+fn code_only(code: &str) -> String {
+    let mut blanked = vec![b' '; code.len()];
+    walk_code(code, |offset, character| {
+        character.encode_utf8(&mut blanked[offset..]);
+        true
+    });
+    String::from_utf8(blanked).unwrap_or_else(|_| code.to_owned())
 }
 
 /// Finds `let [mut] NAME =` (no type annotation); returns (start, index after `=`, mut?).
@@ -78,10 +89,11 @@ fn statement_end(code: &str, from: usize) -> Option<usize> {
 /// Replaces `tokio::pin!(a, b);` (also `pin!` and `std::pin::pin!` as a statement) by
 /// heap-pinning `let`s. `None` when the code has no such statement.
 pub(crate) fn heap_pin_statements(code: &str) -> Option<String> {
+    let blanked = code_only(code);
     let mut output = String::new();
     let mut rest = code;
     let mut changed = false;
-    while let Some(index) = rest.find("pin!(") {
+    while let Some(index) = blanked[code.len() - rest.len()..].find("pin!(") {
         let mut prefix_start = index;
         for path in ["tokio::", "std::pin::", "::tokio::", "core::pin::"] {
             if rest[..index].ends_with(path) {
@@ -139,6 +151,7 @@ mod tests {
         );
         assert!(heap_pin_statements("let x = 1;").is_none());
         assert!(heap_pin_statements("let p = std::pin::pin!(async {});").is_none());
+        assert!(heap_pin_statements("println!(\"pin!(fut);\"); // pin!(fut);").is_none());
     }
 
     #[test]
@@ -159,6 +172,10 @@ mod tests {
             "let x = 1;\nlet result: ::tokio::Pending<u8> = ::tokio::Pending::new(do_something(\"a;b\", (1, 2)));\nprintln!(\"{x}\");"
         );
         assert!(box_future_binding("let results = f();", "result", "u8").is_none());
+        assert_eq!(
+            box_future_binding("// let result = old();\nlet result = new();", "result", "u8").unwrap(),
+            "// let result = old();\nlet result: ::tokio::Pending<u8> = ::tokio::Pending::new(new());"
+        );
     }
 
     #[test]
