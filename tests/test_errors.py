@@ -105,6 +105,20 @@ def test_question_mark_on_an_option_gets_a_hint(kc):
     assert "ok_or" in plain("\n".join(reply["content"]["traceback"]))
 
 
+def test_a_closure_kept_in_a_variable_gets_a_hint_and_the_boxed_form_works(kc):
+    reply, msgs = run(kc, "let add_one = |x: u32| x + 1;")
+    err = the_error(msgs)
+    assert_error_reply(reply, err, "EvaluationError")
+    text = plain(err["content"]["evalue"] + "\n" + "\n".join(err["content"]["traceback"]))
+    assert "let add_one: Box<dyn Fn(" in text, text
+    assert "evcxr" not in text, text
+    ok_reply, _ = run(kc, "let add_one: Box<dyn Fn(u32) -> u32> = Box::new(|x| x + 1);")
+    assert ok_reply["content"]["status"] == "ok", ok_reply["content"]
+    reply, msgs = run(kc, "add_one(41)")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert result_text(msgs) == "42"
+
+
 def test_kernel_survives_panic(kc):
     reply, msgs = run(kc, "let kept = 5;")
     assert reply["content"]["status"] == "ok"

@@ -369,6 +369,17 @@ pub(crate) fn evaluation_error(message: &str) -> CellError {
         ));
         return CellError { name: "EvaluationError".into(), message: message.to_owned(), traceback };
     }
+    if first_line.contains("is a closure, which cannot be persisted") {
+        // evcxr's own advice names evcxr and a signature that rarely fits; say it for this cell.
+        let name = first_line.split('`').nth(1).unwrap_or("f");
+        traceback.push(hint_line(&format!(
+            "a closure's type has no name, so `{name}` cannot be kept for a later cell. Box it \
+             with the signature it has, e.g. `let {name}: Box<dyn Fn(u32) -> u32> = \
+             Box::new(|x| x + 1);` (`FnMut` if it changes what it captures), or use it only \
+             in this cell, inside a `{{ }}` block."
+        )));
+        return CellError { name: "EvaluationError".into(), message: first_line.to_owned(), traceback };
+    }
     traceback.extend(message.lines().skip(1).map(str::to_owned));
     CellError { name: "EvaluationError".into(), message: message.to_owned(), traceback }
 }
@@ -476,6 +487,19 @@ mod tests {
         let traceback = error.traceback.join("\n");
         assert!(traceback.contains(".collect::<Vec<_>>()"), "{traceback}");
         assert!(!traceback.contains("Box<dyn YourType>"), "{traceback}");
+    }
+
+    #[test]
+    fn a_kept_closure_gets_a_hint_in_the_cells_own_terms() {
+        let error = evaluation_error(
+            "The variable `add_one` is a closure, which cannot be persisted.\nYou can however \
+             persist closures if you box them. e.g.:\nlet f: Box<dyn Fn()> = Box::new(|| {println!(\"foo\")});\n\
+             Alternatively, you can prevent evcxr from attempting to persist\nthe variable by \
+             wrapping your code in braces.",
+        );
+        let traceback = error.traceback.join("\n");
+        assert!(traceback.contains("let add_one: Box<dyn Fn("), "{traceback}");
+        assert!(!traceback.contains("evcxr") && !error.message.contains("evcxr"), "{traceback}");
     }
 
     #[test]
