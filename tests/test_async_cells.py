@@ -71,6 +71,14 @@ def test_a_kept_future_whose_call_has_a_bracket_in_a_character_literal(kc):
     assert result_text(msgs) == "2"
 
 
+def test_a_future_shadowing_a_variable_of_the_same_cell_is_kept(kc):
+    # evcxr keeps the last binding of a name: that is the `let` to box, not the first.
+    ok(*run(kc, "let doubled = 21;\nlet doubled = async move {\n    doubled * 2\n};"))
+    reply, msgs = run(kc, "doubled.await")
+    ok(reply, msgs)
+    assert result_text(msgs) == "42"
+
+
 def test_a_non_send_future_is_kept_and_awaited_later(kc):
     ok(*run(kc, "let shared = std::rc::Rc::new(20);\n"
                 "let plus_one = async move { *shared + 1 };"))

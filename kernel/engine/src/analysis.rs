@@ -115,15 +115,11 @@ pub(crate) fn needs_types(code: &str) -> bool {
     if commands.iter().any(|command| COMMANDS.contains(&command.name)) {
         return true;
     }
-    // Command and `!` shell lines are not Rust: a quote in one must not hide the code below.
-    let rust: Vec<&str> = code
-        .lines()
-        .enumerate()
-        .map(|(index, line)| {
-            let command = commands.iter().any(|command| command.index == index);
-            if command || line.starts_with('!') { "" } else { line }
-        })
-        .collect();
+    // Command and `!` shell lines at the top are not Rust: a quote in one must not hide the
+    // code below. Below the first line of code, a line starting with `!` is Rust.
+    let first_code_line = crate::commands::first_code_line(code);
+    let rust: Vec<&str> =
+        code.lines().enumerate().map(|(index, line)| if index < first_code_line { "" } else { line }).collect();
     let mut depth = 0usize;
     let mut word = String::new();
     let mut previous_word = String::new();
@@ -163,6 +159,9 @@ mod tests {
         assert!(needs_types("extern crate serde;"));
         assert!(needs_types("!echo \"\nlet x = 1;"));
         assert!(needs_types("let"));
+        // Below the code's first line, a `!` line is Rust: its brackets and quotes count.
+        assert!(needs_types("assert!(\n!v.is_empty());\nlet s = String::new();"));
+        assert!(needs_types("println!(\"a\n!b\");\nlet s = String::new();"));
     }
 
     #[test]

@@ -18,22 +18,33 @@ pub(crate) struct Command<'a> {
 
 /// The commands of `code`, in order.
 pub(crate) fn leading_commands(code: &str) -> Vec<Command<'_>> {
-    let mut commands = Vec::new();
-    for (index, line) in code.lines().enumerate() {
-        let text = line.trim_start_matches(' ');
-        if line.starts_with('!') {
-            continue;
-        } else if text.starts_with(':') {
+    code.lines()
+        .take(first_code_line(code))
+        .enumerate()
+        .filter_map(|(index, line)| {
+            let text = line.trim_start_matches(' ');
+            if line.starts_with('!') || !text.starts_with(':') {
+                return None;
+            }
             let (name, args) = match text.split_once(' ') {
                 Some((name, rest)) => (name, Some(rest.trim_start_matches(' '))),
                 None => (text, None),
             };
-            commands.push(Command { index, text, name, args });
-        } else if !(line.starts_with("//") || line.trim().is_empty()) {
-            break;
-        }
-    }
-    commands
+            Some(Command { index, text, name, args })
+        })
+        .collect()
+}
+
+/// The index of the cell's first line of Rust code (its number of lines if it has none).
+/// The lines before it are commands, `!` shell lines, blank lines and `//` comments; a line
+/// starting with `!` or `:` after it is Rust (`!done` continuing an expression, say).
+pub(crate) fn first_code_line(code: &str) -> usize {
+    code.lines()
+        .position(|line| {
+            let text = line.trim_start_matches(' ');
+            !(line.starts_with('!') || text.starts_with(':') || line.starts_with("//") || line.trim().is_empty())
+        })
+        .unwrap_or_else(|| code.lines().count())
 }
 
 #[cfg(test)]
@@ -52,5 +63,7 @@ mod tests {
             ]
         );
         assert!(leading_commands("let a = 1;\n:quit").is_empty());
+        assert_eq!(first_code_line(code), 5);
+        assert_eq!(first_code_line("!ls\n:vars"), 2);
     }
 }

@@ -417,6 +417,12 @@ pub(crate) fn refuse_unsupported_command(code: &str) -> Option<CellError> {
                 "cells must link the kernel's one shared copy of tokio, and evcxr's dynamic \
                  linking of dependencies does not work with this Rust version."
             }
+            // evcxr's cache works through its own rustc wrapper, which the kernel's replaces.
+            (":cache", Some(size)) if size != "0" => {
+                "evcxr's cache of compiled crates needs its own rustc wrapper, and every cell \
+                 goes through the kernel's. tokio does not need it: set-up compiled it once for \
+                 all kernels. A crate added with `:dep` is compiled once per kernel."
+            }
             _ => return None,
         };
         Some((command.text.trim_end(), why))
@@ -432,12 +438,12 @@ mod tests {
     #[test]
     fn commands_that_would_break_the_kernel_are_refused() {
         for command in [":quit", "  :toolchain nightly", ":allow_static_linking 0", ":allow_static_linking",
-                        ":allow_static_linking true", ":allow_static_linking 1 "] {
+                        ":allow_static_linking true", ":allow_static_linking 1 ", ":cache 500"] {
             let error = refuse_unsupported_command(&format!("// first\n{command}\nlet x = 1;")).unwrap();
             assert_eq!(error.name, "UnsupportedCommand");
             assert!(error.message.contains(command.trim()), "{}", error.message);
         }
-        for fine in [":toolchain", ":allow_static_linking 1", ":vars", "let quit = 1;", "let x = 1;\n:quit"] {
+        for fine in [":toolchain", ":allow_static_linking 1", ":vars", "let quit = 1;", "let x = 1;\n:quit", ":cache 0"] {
             assert!(refuse_unsupported_command(fine).is_none(), "{fine}");
         }
     }

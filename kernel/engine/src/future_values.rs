@@ -18,15 +18,30 @@ pub(crate) fn unpersistable_future(message: &str) -> Option<(String, String)> {
     Some((name.to_owned(), output.to_owned()))
 }
 
-/// Rewrites `let [mut] NAME = EXPR;` in `code` to keep the future as `tokio::Pending<OUTPUT>`.
+/// Rewrites `let [mut] NAME = EXPR;` in `code` to keep the future as `tokio::Pending<OUTPUT>`:
+/// `let NAME: ::tokio::Pending<OUTPUT> = ::tokio::Pending::new(EXPR);`, on the same lines as
+/// before (errors in the rest of the cell keep their line numbers).
 pub(crate) fn box_future_binding(code: &str, name: &str, output: &str) -> Option<String> {
-    let (start, after_equals, mutable) = find_let(&code_only(code), name)?;
+    let (name_end, after_equals) = find_let(&code_only(code), name)?;
     let end = statement_end(code, after_equals)?;
-    let expression = code[after_equals..end].trim();
-    let binding = if mutable { format!("mut {name}") } else { name.to_owned() };
+    let expression = &code[after_equals..end];
+    let value = expression.trim();
+    if value.is_empty() {
+        return None;
+    }
+    let leading = &expression[..expression.len() - expression.trim_start().len()];
+    let mut trailing = &expression[expression.trim_end().len()..];
+    let mut close = ")";
+    // `let fut = make() // comment` with the `;` below: the `)` must not go into the comment.
+    if value.lines().last().is_some_and(|line| line.contains("//")) {
+        if let Some(rest) = trailing.strip_prefix('\n') {
+            (close, trailing) = ("\n)", rest);
+        }
+    }
     Some(format!(
-        "{}let {binding}: ::tokio::Pending<{output}> = ::tokio::Pending::new({expression}){}",
-        &code[..start],
+        "{}: ::tokio::Pending<{output}>{}{leading}::tokio::Pending::new({value}{close}{trailing}{}",
+        &code[..name_end],
+        &code[name_end..after_equals],
         &code[end..]
     ))
 }
@@ -42,31 +57,42 @@ fn code_only(code: &str) -> String {
     String::from_utf8(blanked).unwrap_or_else(|_| code.to_owned())
 }
 
-/// Finds `let [mut] NAME =` (no type annotation); returns (start, index after `=`, mut?).
-fn find_let(code: &str, name: &str) -> Option<(usize, usize, bool)> {
-    let mut search_from = 0;
-    while let Some(offset) = code[search_from..].find("let ") {
-        let start = search_from + offset;
-        search_from = start + 4;
-        if start > 0 && code[..start].chars().last().is_some_and(|c| c.is_alphanumeric() || c == '_') {
-            continue;
-        }
-        let mut rest = code[start + 4..].trim_start();
-        let mutable = rest.starts_with("mut ");
-        if mutable {
-            rest = rest[4..].trim_start();
-        }
-        let Some(after_name) = rest.strip_prefix(name) else { continue };
-        if after_name.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
-            continue;
-        }
-        let after_name_trimmed = after_name.trim_start();
-        if after_name_trimmed.starts_with('=') && !after_name_trimmed.starts_with("==") {
-            let equals = code.len() - after_name_trimmed.len();
-            return Some((start, equals + 1, mutable));
+/// Finds the last `let [mut] NAME =` (no type annotation) at the cell's top level, which is
+/// the binding evcxr keeps when a name is bound twice; one inside a block or a function is
+/// not a variable of the cell. `code` is blanked ([`code_only`]). Returns (the end of NAME,
+/// the index after `=`).
+fn find_let(code: &str, name: &str) -> Option<(usize, usize)> {
+    let mut depth = 0i32;
+    let mut found = None;
+    for (start, character) in code.char_indices() {
+        match character {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            'l' if depth == 0 => found = let_binding_at(code, start, name).or(found),
+            _ => {}
         }
     }
-    None
+    found
+}
+
+/// `let [mut] NAME =` starting at `start`: (the end of NAME, the index after `=`).
+fn let_binding_at(code: &str, start: usize, name: &str) -> Option<(usize, usize)> {
+    let is_identifier = |character: char| character.is_alphanumeric() || character == '_';
+    if code[..start].chars().next_back().is_some_and(is_identifier) {
+        return None;
+    }
+    let after_let = code[start..].strip_prefix("let")?;
+    if !after_let.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let mut rest = after_let.trim_start();
+    if let Some(after_mut) = rest.strip_prefix("mut").filter(|after| after.starts_with(char::is_whitespace)) {
+        rest = after_mut.trim_start();
+    }
+    let after_name = rest.strip_prefix(name).filter(|after| !after.starts_with(is_identifier))?;
+    let name_end = code.len() - after_name.len();
+    let at_equals = after_name.trim_start();
+    (at_equals.starts_with('=') && !at_equals.starts_with("==")).then(|| (name_end, code.len() - at_equals.len() + 1))
 }
 
 /// The index of the `;` ending the statement that starts at `from` (brackets, strings,
@@ -175,6 +201,40 @@ mod tests {
         assert_eq!(
             box_future_binding("// let result = old();\nlet result = new();", "result", "u8").unwrap(),
             "// let result = old();\nlet result: ::tokio::Pending<u8> = ::tokio::Pending::new(new());"
+        );
+    }
+
+    #[test]
+    fn the_binding_boxed_is_the_last_one_at_the_top_level() {
+        assert_eq!(
+            box_future_binding("let n = 5;\nlet n = async move { n * 2 };", "n", "i32").unwrap(),
+            "let n = 5;\nlet n: ::tokio::Pending<i32> = ::tokio::Pending::new(async move { n * 2 });"
+        );
+        assert_eq!(
+            box_future_binding(
+                "async fn helper() -> u8 { let fut = async { 1u8 }; fut.await }\nlet fut = async { 2u8 };",
+                "fut",
+                "u8"
+            )
+            .unwrap(),
+            "async fn helper() -> u8 { let fut = async { 1u8 }; fut.await }\n\
+             let fut: ::tokio::Pending<u8> = ::tokio::Pending::new(async { 2u8 });"
+        );
+        assert_eq!(
+            box_future_binding("let\tmut\nfut = f();", "fut", "u8").unwrap(),
+            "let\tmut\nfut: ::tokio::Pending<u8> = ::tokio::Pending::new(f());"
+        );
+    }
+
+    #[test]
+    fn the_rewrite_keeps_the_lines_of_the_cell() {
+        assert_eq!(
+            box_future_binding("let fut =\n    make();\nfut.len()", "fut", "u8").unwrap(),
+            "let fut: ::tokio::Pending<u8> =\n    ::tokio::Pending::new(make());\nfut.len()"
+        );
+        assert_eq!(
+            box_future_binding("let fut = make() // later\n;\nx", "fut", "u8").unwrap(),
+            "let fut: ::tokio::Pending<u8> = ::tokio::Pending::new(make() // later\n);\nx"
         );
     }
 

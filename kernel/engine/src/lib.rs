@@ -215,7 +215,8 @@ impl Engine {
         };
         let config_dir = work_dir.path().join("config");
         std::fs::create_dir_all(&config_dir)?;
-        // evcxr reads these in this process; the user process gets the socket path only.
+        // evcxr reads these in this process. The user process inherits them, like every
+        // `EVCXR_` and `RUST_ASYNC_` variable, and keeps them when it takes on a session.
         std::env::set_var("EVCXR_TMPDIR", &cell_dir);
         std::env::set_var("EVCXR_CONFIG_DIR", &config_dir);
         let mut user_process = std::process::Command::new(std::env::current_exe()?);
@@ -591,8 +592,9 @@ impl Engine {
         let _ = self.ensure_full_analysis();
         let byte_cursor = char_to_byte(code, cursor);
         let start = code[..byte_cursor]
-            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-            .map_or(0, |index| index + 1);
+            .char_indices()
+            .rfind(|&(_, c)| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .map_or(0, |(index, c)| index + c.len_utf8());
         let end = code[byte_cursor..]
             .find(|c: char| !(c.is_alphanumeric() || c == '_'))
             .map_or(code.len(), |index| byte_cursor + index);
