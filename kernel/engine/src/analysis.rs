@@ -39,7 +39,9 @@ pub const CELL_EXTERN_ENV: &str = "RUST_ASYNC_CELL_EXTERN";
 /// `RUST_SRC_PATH` as this process had it before its first light engine set it.
 static ORIGINAL_SRC_PATH: OnceLock<Option<OsString>> = OnceLock::new();
 
-fn original_src_path() -> Option<OsString> {
+/// `RUST_SRC_PATH` as the user set it (not the engine's link): where rust-analyzer finds the
+/// standard library's sources for the user's notebooks.
+pub fn original_src_path() -> Option<OsString> {
     ORIGINAL_SRC_PATH.get_or_init(|| std::env::var_os(RUST_SRC_PATH)).clone()
 }
 

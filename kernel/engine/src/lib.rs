@@ -26,7 +26,7 @@ pub mod user_process;
 #[path = "../../runtime/src/protocol.rs"]
 mod protocol;
 
-pub use analysis::restore_environment;
+pub use analysis::{original_src_path, restore_environment};
 pub use output::{EventSink, InputReader};
 
 use output::{CellFate, OutputReader};

@@ -413,6 +413,11 @@ fn key() -> String {
     for (name, value) in variables {
         inputs.push_str(&format!("\n{name}={value}"));
     }
+    // rust-analyzer's standard library, as the user gave it (an engine in this process may
+    // have set the variable to a link of its own).
+    if let Some(path) = rust_async_engine::original_src_path() {
+        inputs.push_str(&format!("\nRUST_SRC_PATH={}", path.to_string_lossy()));
+    }
     fingerprint(&inputs)
 }
 
