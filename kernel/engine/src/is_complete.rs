@@ -48,13 +48,14 @@ pub fn is_complete(code: &str) -> Completeness {
 pub(crate) fn walk_code(code: &str, mut visit: impl FnMut(usize, char) -> bool) -> bool {
     let mut chars: Cursor = code.char_indices().peekable();
     let mut block_comment_depth = 0usize;
+    let mut block_comment_start = 0;
     while let Some((offset, character)) = chars.next() {
         if block_comment_depth > 0 {
             match (character, peek(&mut chars)) {
                 ('*', Some('/')) => {
                     chars.next();
                     block_comment_depth -= 1;
-                    if block_comment_depth == 0 && !visit(offset, ' ') {
+                    if block_comment_depth == 0 && !visit(block_comment_start, ' ') {
                         return true;
                     }
                 }
@@ -78,6 +79,7 @@ pub(crate) fn walk_code(code: &str, mut visit: impl FnMut(usize, char) -> bool) 
             '/' if peek(&mut chars) == Some('*') => {
                 chars.next();
                 block_comment_depth = 1;
+                block_comment_start = offset;
                 true
             }
             '"' => {
@@ -206,11 +208,14 @@ mod tests {
     #[test]
     fn the_walk_gives_each_character_its_byte_offset() {
         let mut seen = Vec::new();
-        walk_code("é \"s\" // c\nx", |offset, character| {
+        walk_code("é \"s\" // c\nx /* a */;", |offset, character| {
             seen.push((offset, character));
             true
         });
-        assert_eq!(seen, vec![(0, 'é'), (2, ' '), (3, ' '), (6, ' '), (7, ' '), (12, 'x')]);
+        assert_eq!(
+            seen,
+            vec![(0, 'é'), (2, ' '), (3, ' '), (6, ' '), (7, ' '), (12, 'x'), (13, ' '), (14, ' '), (21, ';')]
+        );
     }
 
     #[test]
