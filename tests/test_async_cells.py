@@ -79,6 +79,23 @@ def test_a_future_shadowing_a_variable_of_the_same_cell_is_kept(kc):
     assert result_text(msgs) == "42"
 
 
+def test_a_worker_task_that_loops_forever_is_kept_in_a_variable(kc):
+    # rust-analyzer types the handle `JoinHandle<!>` (the loop never ends), which cannot be
+    # written out for the variable store; rustc itself infers `JoinHandle<()>`.
+    ok(*run(kc, "let (jobs, mut inbox) = tokio::sync::mpsc::channel::<u32>(8);\n"
+                "let (results, mut outbox) = tokio::sync::mpsc::channel::<u32>(8);"))
+    ok(*run(kc, "let worker = tokio::spawn(async move {\n"
+                "    loop {\n"
+                "        let job = inbox.recv().await.unwrap();\n"
+                "        results.send(job * 2).await.unwrap();\n"
+                "    }\n"
+                "});"))
+    reply, msgs = run(kc, "jobs.send(21).await.unwrap();\n(outbox.recv().await.unwrap(), worker.is_finished())")
+    ok(reply, msgs)
+    assert result_text(msgs) == "(42, false)"
+    ok(*run(kc, "worker.abort();"))
+
+
 def test_a_non_send_future_is_kept_and_awaited_later(kc):
     ok(*run(kc, "let shared = std::rc::Rc::new(20);\n"
                 "let plus_one = async move { *shared + 1 };"))

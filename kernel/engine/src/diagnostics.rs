@@ -69,8 +69,10 @@ fn compile_hint(code: Option<&str>, text: &str) -> Option<&'static str> {
              still need it here).",
         ),
         Some("E0658") if text.contains("`!` type") => Some(
-            "a block that always panics has the \"never\" type `!`, which a variable cannot \
-             keep. Give it a normal ending, e.g. `async { if true { panic!(\"...\") } }`.",
+            "a block that never ends (a `loop` without `break`, or one that always panics) has \
+             the \"never\" type `!`, which a kept variable's type cannot be written with. Write \
+             the type with `()` in its place, e.g. `let worker: tokio::task::JoinHandle<()> = \
+             tokio::spawn(async move { loop { .. } });`.",
         ),
         Some("E0728") => Some(
             "`.await` only works inside an `async fn` or an `async { }` block. The cell itself is \
@@ -254,6 +256,11 @@ pub(crate) fn question_mark_error(type_name: Option<&str>, text: &str) -> CellEr
 /// `let name = <future>;` where the future borrows from the cell, so it cannot be kept.
 /// An error saying that something borrows what does not live long enough: what keeping a
 /// future that borrows the cell's locals gives.
+/// "the `!` type is experimental": evcxr wrote a variable's type with the never type.
+pub(crate) fn is_never_type_error(error: &evcxr::CompilationError) -> bool {
+    error.code() == Some("E0658") && error.message().contains("`!` type")
+}
+
 pub(crate) fn is_borrow_error(error: &evcxr::CompilationError) -> bool {
     matches!(error.code(), Some("E0597" | "E0373" | "E0521" | "E0716" | "E0515" | "E0505"))
         || error.message().contains("'static")

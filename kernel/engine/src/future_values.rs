@@ -22,7 +22,9 @@ pub(crate) fn unpersistable_future(message: &str) -> Option<(String, String)> {
 /// `let NAME: ::tokio::Pending<OUTPUT> = ::tokio::Pending::new(EXPR);`, on the same lines as
 /// before (errors in the rest of the cell keep their line numbers).
 pub(crate) fn box_future_binding(code: &str, name: &str, output: &str) -> Option<String> {
-    let (name_end, after_equals) = find_let(&code_only(code), name)?;
+    let LetBinding { name_end, annotation: None, after_equals } = find_let(&code_only(code), name)? else {
+        return None;
+    };
     let end = statement_end(code, after_equals)?;
     let expression = &code[after_equals..end];
     let value = expression.trim();
@@ -57,11 +59,19 @@ fn code_only(code: &str) -> String {
     String::from_utf8(blanked).unwrap_or_else(|_| code.to_owned())
 }
 
-/// Finds the last `let [mut] NAME =` (no type annotation) at the cell's top level, which is
-/// the binding evcxr keeps when a name is bound twice; one inside a block or a function is
-/// not a variable of the cell. `code` is blanked ([`code_only`]). Returns (the end of NAME,
-/// the index after `=`).
-fn find_let(code: &str, name: &str) -> Option<(usize, usize)> {
+/// Where a `let` is: the end of its name, its type annotation if it has one (the range of
+/// the type), and the index after its `=`.
+#[derive(Debug, Clone, Copy)]
+struct LetBinding {
+    name_end: usize,
+    annotation: Option<(usize, usize)>,
+    after_equals: usize,
+}
+
+/// Finds the last `let [mut] NAME [: TYPE] =` at the cell's top level, which is the binding
+/// evcxr keeps when a name is bound twice; one inside a block or a function is not a
+/// variable of the cell. `code` is blanked ([`code_only`]).
+fn find_let(code: &str, name: &str) -> Option<LetBinding> {
     let mut depth = 0i32;
     let mut found = None;
     for (start, character) in code.char_indices() {
@@ -75,8 +85,8 @@ fn find_let(code: &str, name: &str) -> Option<(usize, usize)> {
     found
 }
 
-/// `let [mut] NAME =` starting at `start`: (the end of NAME, the index after `=`).
-fn let_binding_at(code: &str, start: usize, name: &str) -> Option<(usize, usize)> {
+/// `let [mut] NAME [: TYPE] =` starting at `start`.
+fn let_binding_at(code: &str, start: usize, name: &str) -> Option<LetBinding> {
     let is_identifier = |character: char| character.is_alphanumeric() || character == '_';
     if code[..start].chars().next_back().is_some_and(is_identifier) {
         return None;
@@ -91,8 +101,77 @@ fn let_binding_at(code: &str, start: usize, name: &str) -> Option<(usize, usize)
     }
     let after_name = rest.strip_prefix(name).filter(|after| !after.starts_with(is_identifier))?;
     let name_end = code.len() - after_name.len();
-    let at_equals = after_name.trim_start();
-    (at_equals.starts_with('=') && !at_equals.starts_with("==")).then(|| (name_end, code.len() - at_equals.len() + 1))
+    let mut annotation = None;
+    let mut at_equals = after_name.trim_start();
+    if let Some(type_text) = at_equals.strip_prefix(':').filter(|after| !after.starts_with(':')) {
+        let type_start = code.len() - type_text.len();
+        let type_end = type_start + type_length(type_text)?;
+        let written = code[type_start..type_end].trim();
+        let written_start = type_start + (code[type_start..type_end].len() - code[type_start..type_end].trim_start().len());
+        annotation = Some((written_start, written_start + written.len()));
+        at_equals = &code[type_end..];
+    }
+    (at_equals.starts_with('=') && !at_equals.starts_with("=="))
+        .then(|| LetBinding { name_end, annotation, after_equals: code.len() - at_equals.len() + 1 })
+}
+
+/// The length of a type annotation: up to the `=` outside its brackets (`Item = u32` in
+/// `impl Iterator<Item = u32>` is inside them; the `>` of `->` closes nothing).
+fn type_length(type_text: &str) -> Option<usize> {
+    let mut depth = 0i32;
+    let mut previous = ' ';
+    for (index, character) in type_text.char_indices() {
+        match character {
+            '<' | '(' | '[' => depth += 1,
+            '>' if previous != '-' => depth -= 1,
+            ')' | ']' => depth -= 1,
+            '=' | ';' if depth == 0 => return (character == '=').then_some(index),
+            _ => {}
+        }
+        previous = character;
+    }
+    None
+}
+
+/// Gives each variable that rust-analyzer typed with the never type `!` (a task that loops
+/// forever or always panics: `JoinHandle<!>`) that type with `()` instead, written on its
+/// `let`, as rustc itself would infer it: evcxr writes the type out for the variable store,
+/// and `!` cannot be written there (E0658). `generated` is the source evcxr compiled.
+/// `None` when no such variable has a plain `let NAME =` in the cell.
+pub(crate) fn annotate_never_typed_lets(code: &str, generated: &str) -> Option<String> {
+    let mut annotated = code.to_owned();
+    let mut changed = false;
+    for (name, type_name) in stored_variable_types(generated) {
+        if !type_name.contains('!') {
+            continue;
+        }
+        let Some(binding) = find_let(&code_only(&annotated), name) else { continue };
+        let with_unit = type_name.replace('!', "()");
+        match binding.annotation {
+            // `let all: Vec<_> = ...`: the type written, with what was left to inference filled in.
+            Some((start, end)) => annotated.replace_range(start..end, &with_unit),
+            None => annotated.insert_str(binding.name_end, &format!(": {with_unit}")),
+        }
+        changed = true;
+    }
+    changed.then_some(annotated)
+}
+
+/// (name, type) of each variable evcxr's generated code stores after the cell
+/// (`put_variable::<TYPE>(stringify!(NAME), NAME)`).
+fn stored_variable_types(generated: &str) -> Vec<(&str, &str)> {
+    const STORE: &str = "put_variable::<";
+    const NAME: &str = ">(stringify!(";
+    generated
+        .match_indices(STORE)
+        .filter_map(|(index, _)| {
+            let rest = &generated[index + STORE.len()..];
+            let line = rest.lines().next()?;
+            let (type_name, after) = line.split_once(NAME)?;
+            let (name, _) = after.split_once(')')?;
+            Some((name, type_name))
+        })
+        .collect()
 }
 
 /// The index of the `;` ending the statement that starts at `from` (brackets, strings,
@@ -227,7 +306,36 @@ mod tests {
     }
 
     #[test]
+    fn a_variable_typed_never_gets_the_unit_type_written_on_its_let() {
+        let generated = "evcxr_variable_store.put_variable::<tokio::task::JoinHandle<!>>(stringify!(worker), worker);\n\
+                         evcxr_variable_store.put_variable::<Vec<tokio::task::JoinHandle<!>>>(stringify!(all), all);\n\
+                         evcxr_variable_store.put_variable::<u32>(stringify!(n), n);";
+        let code = "let n = 1;\nlet worker = tokio::spawn(async { loop {} });\nlet all: Vec<_> = vec![];";
+        assert_eq!(
+            annotate_never_typed_lets(code, generated).unwrap(),
+            "let n = 1;\nlet worker: tokio::task::JoinHandle<()> = tokio::spawn(async { loop {} });\n\
+             let all: Vec<tokio::task::JoinHandle<()>> = vec![];"
+        );
+        assert!(annotate_never_typed_lets("let n = 1;", "put_variable::<u32>(stringify!(n), n);").is_none());
+    }
+
+    #[test]
+    fn a_let_with_a_type_is_found_but_not_boxed() {
+        let code = "let f: Box<dyn Fn(u8) -> u8> = Box::new(|x| x);\nlet it: impl Iterator<Item = u8> = x;";
+        let blanked = code_only(code);
+        let f = find_let(&blanked, "f").unwrap();
+        let (start, end) = f.annotation.unwrap();
+        assert_eq!(&code[start..end], "Box<dyn Fn(u8) -> u8>");
+        assert_eq!(code[f.after_equals..].trim_start().chars().next(), Some('B'));
+        let it = find_let(&blanked, "it").unwrap();
+        let (start, end) = it.annotation.unwrap();
+        assert_eq!(&code[start..end], "impl Iterator<Item = u8>");
+        assert!(box_future_binding("let fut: Foo = f();", "fut", "u8").is_none());
+    }
+
+    #[test]
     fn the_rewrite_keeps_the_lines_of_the_cell() {
+
         assert_eq!(
             box_future_binding("let fut =\n    make();\nfut.len()", "fut", "u8").unwrap(),
             "let fut: ::tokio::Pending<u8> =\n    ::tokio::Pending::new(make());\nfut.len()"

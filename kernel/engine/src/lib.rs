@@ -417,6 +417,19 @@ impl Engine {
                 }
             }
         }
+        // A variable rust-analyzer typed `!` (`tokio::spawn(async { loop { .. } })`): give it
+        // `()` there, as rustc does, and run the (unrun) cell again.
+        if let Err(evcxr::Error::CompilationErrors(errors)) = &result {
+            if errors.iter().any(diagnostics::is_never_type_error) {
+                let generated = self.context.last_source().unwrap_or_default();
+                if let Some(rewritten) = future_values::annotate_never_typed_lets(&code, &generated) {
+                    let retried = self.context.execute(&rewritten);
+                    if retried.is_ok() {
+                        (code, result) = (std::borrow::Cow::Owned(rewritten), retried);
+                    }
+                }
+            }
+        }
         if let (Ok(outputs), true) = (&result, std::env::var_os("RUST_ASYNC_TIMING").is_some()) {
             let phases: Vec<String> = outputs
                 .phases
