@@ -401,6 +401,20 @@ def test_spawning_a_non_send_value_gets_a_hint(kc):
     assert "hint" in traceback and "Send" in traceback and "Arc" in traceback
 
 
+def test_a_std_mutex_guard_held_across_await_in_a_task_gets_its_own_hint(kc):
+    reply, msgs = run(kc, "let total = std::sync::Arc::new(std::sync::Mutex::new(0));\n"
+                          "let counted = total.clone();\n"
+                          "tokio::spawn(async move {\n"
+                          "    let mut guard = counted.lock().unwrap();\n"
+                          "    tokio::task::yield_now().await;\n"
+                          "    *guard += 1;\n"
+                          "});")
+    assert reply["content"]["ename"] == "CompileError"
+    traceback = plain("\n".join(reply["content"]["traceback"]))
+    assert "MutexGuard" in traceback and "tokio::sync::Mutex" in traceback, traceback
+    assert "src/lib.rs" not in traceback, traceback
+
+
 def test_a_forgotten_await_gets_a_hint(kc):
     reply, msgs = run(kc, "async fn name() -> String { \"x\".into() }\nname().len()")
     assert reply["content"]["ename"] == "CompileError"

@@ -34,6 +34,15 @@ fn hint_line(hint: &str) -> String {
 fn compile_hint(code: Option<&str>, text: &str) -> Option<&'static str> {
     // `Pending<T>`: a future kept in a variable (the runtime library's type).
     let mentions_future = text.contains("Future") || text.contains("future") || text.contains("Pending<");
+    if text.contains("cannot be sent between threads safely") && text.contains("MutexGuard") {
+        return Some(
+            "the task holds a `std::sync::MutexGuard` across an `.await`. `tokio::spawn` may move \
+             the task to another worker thread at that `.await`, and this guard must be released \
+             on the thread that locked it. Release it first (lock inside a `{ }` block that ends \
+             before the `.await`), or use `tokio::sync::Mutex`, whose guard may be held across \
+             `.await`.",
+        );
+    }
     if text.contains("cannot be sent between threads safely") {
         return Some(
             "`tokio::spawn` may run the task on any worker thread, so everything the task holds \
@@ -133,11 +142,11 @@ pub fn compile_errors(code: &str, errors: &[evcxr::CompilationError]) -> CellErr
             Some(error_code) => format!("error[{error_code}]"),
             None => "error".to_owned(),
         };
-        let message = error.message();
+        let message = without_generated_paths(&error.message());
         let mut location = String::new();
         let mut primary_label = String::new();
         if let Some(primary) = error.primary_spanned_message() {
-            primary_label = primary.label.clone();
+            primary_label = without_generated_paths(&primary.label);
             if let Some(span) = primary.span {
                 location = format!(" (line {}, column {})", span.start_line, span.start_column);
             }
@@ -166,14 +175,14 @@ pub fn compile_errors(code: &str, errors: &[evcxr::CompilationError]) -> CellErr
                     "",
                     " ".repeat(start),
                     "^".repeat(length),
-                    spanned.label
+                    without_generated_paths(&spanned.label)
                 ));
             } else if !spanned.label.is_empty() {
-                traceback.push(format!("{BLUE}{:>width$} ={RESET} {}", "", spanned.label));
+                traceback.push(format!("{BLUE}{:>width$} ={RESET} {}", "", without_generated_paths(&spanned.label)));
             }
         }
         for help in error.help() {
-            traceback.push(help_line(&help));
+            traceback.push(help_line(&without_generated_paths(&help)));
         }
         let all_text = format!("{message} {primary_label} {}", error.help().join(" "));
         if let Some(hint) = compile_hint(error_code, &all_text) {
@@ -185,6 +194,25 @@ pub fn compile_errors(code: &str, errors: &[evcxr::CompilationError]) -> CellErr
         message: first_message.unwrap_or_else(|| "the cell did not compile".into()),
         traceback,
     }
+}
+
+/// rustc names an async block or a closure by where it is in evcxr's generated source
+/// (`{async block@src/lib.rs:108:22: 108:32}`), which means nothing in the cell: the name
+/// is kept, the position dropped (`{async block}`).
+fn without_generated_paths(text: &str) -> String {
+    const GENERATED: &str = "@src/lib.rs:";
+    let mut cleaned = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(index) = rest.find(GENERATED) {
+        cleaned.push_str(&rest[..index]);
+        rest = &rest[index..];
+        match rest.find('}') {
+            Some(close) => rest = &rest[close..],
+            None => break,
+        }
+    }
+    cleaned.push_str(rest);
+    cleaned
 }
 
 /// Finds the cell line a location in evcxr's generated source came from: evcxr copies the
@@ -317,7 +345,9 @@ pub(crate) fn one_line_error(name: &str, message: String) -> CellError {
 
 pub(crate) fn interrupted() -> CellError {
     let message = "The cell was interrupted: its future was dropped at the await point where it \
-                   was waiting. Variables from earlier cells and tasks it did not own are kept.";
+                   was waiting. Variables from earlier cells are kept, except those the cell had \
+                   moved into its code (a `JoinHandle` it was awaiting: the task goes on, detached). \
+                   Tasks it did not own keep running.";
     one_line_error("Interrupted", message.into())
 }
 
@@ -500,6 +530,24 @@ mod tests {
         let traceback = error.traceback.join("\n");
         assert!(traceback.contains(".collect::<Vec<_>>()"), "{traceback}");
         assert!(!traceback.contains("Box<dyn YourType>"), "{traceback}");
+    }
+
+    #[test]
+    fn generated_positions_are_left_out_of_block_names() {
+        assert_eq!(
+            without_generated_paths("within `{async block@src/lib.rs:108:22: 108:32}`, the trait `Send`"),
+            "within `{async block}`, the trait `Send`"
+        );
+        assert_eq!(without_generated_paths("{closure@src/lib.rs:3:1: 3:9} and {x}"), "{closure} and {x}");
+        assert_eq!(without_generated_paths("no position"), "no position");
+    }
+
+    #[test]
+    fn a_std_mutex_guard_across_await_gets_its_own_hint() {
+        let text = "future cannot be sent between threads safely future created by async block is not `Send` \
+                    within `{async block}`, the trait `Send` is not implemented for `std::sync::MutexGuard<'_, i32>`";
+        assert!(compile_hint(None, text).unwrap().contains("tokio::sync::Mutex"));
+        assert!(compile_hint(None, text).unwrap().contains("MutexGuard"));
     }
 
     #[test]
