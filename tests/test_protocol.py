@@ -269,3 +269,14 @@ def test_completion_offers_no_kernel_internals(kc):
     matches = reply["content"]["matches"]
     assert "Vec" in matches, matches[:40]
     assert not [m for m in matches if m.lower().startswith("evcxr")], matches
+
+
+def test_help_pages_explain_the_kernels_spawn_and_hide_rustdocs_hidden_lines(kc):
+    reply, _ = run(kc, "tokio::spawn?", timeout=180)
+    page = reply["content"]["payload"][0]["data"]["text/plain"]
+    assert "JoinHandle" in page and "concurrently" in page, page
+    reply, _ = run(kc, "tokio::time::sleep?", timeout=180)
+    for form in ("text/plain", "text/markdown"):
+        page = reply["content"]["payload"][0]["data"][form]
+        assert "sleep(Duration::from_millis(100)).await" in page, page
+        assert "# #[tokio::main" not in page and "# async fn main" not in page, page

@@ -613,7 +613,8 @@ impl Engine {
             .map_or(code.len(), |index| byte_cursor + index);
         let word = code.get(start..end).filter(|word| !word.is_empty())?;
         let (text, markdown) = self.context.hover_at(word, word.len()).ok()?;
-        (text != "No documentation found").then_some((text, markdown))
+        (text != "No documentation found")
+            .then(|| (without_hidden_doc_lines(&text), without_hidden_doc_lines(&markdown)))
     }
 
     /// Names and types of the variables the cells defined so far.
@@ -623,6 +624,32 @@ impl Engine {
             .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
             .collect()
     }
+}
+
+/// rustdoc hides the lines of a Rust example that start with `# ` (set-up such as
+/// `# #[tokio::main]`, `# async fn main() {`); documentation shown by an inspection hides them
+/// too. Both forms evcxr gives (plain text, and HTML with examples in `<pre><code>`) keep
+/// the example's lines as they are and have no other line starting with `# `.
+fn without_hidden_doc_lines(doc: &str) -> String {
+    let mut kept = Vec::new();
+    for line in doc.lines() {
+        // An example's first line follows its opening tag.
+        let tag_end = line.strip_prefix("<pre><code").and_then(|rest| rest.find('>')).map_or(0, |end| "<pre><code".len() + end + 1);
+        let (tag, text) = line.split_at(tag_end);
+        let text = text.trim_start();
+        if text == "#" || text.starts_with("# ") {
+            if !tag.is_empty() {
+                kept.push(tag);
+            }
+            continue;
+        }
+        kept.push(line);
+    }
+    let mut joined = kept.join("\n");
+    if doc.ends_with('\n') {
+        joined.push('\n');
+    }
+    joined
 }
 
 /// Run once at start: makes every cell async (evcxr switches on E0728, an await outside async),
@@ -774,4 +801,22 @@ fn byte_to_char(text: &str, bytes: usize) -> usize {
 /// The path of this crate's sources, for locating the runtime library in a checkout.
 pub fn source_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_lines_of_rust_examples_are_left_out_of_docs() {
+        let html = "<p>Sleeps.</p>\n<pre><code>use x;\n# #[tokio::main]\n# async fn main() {\nsleep(ms(10)).await;\n#[derive(Debug)]\n# }\n</code></pre>\n\
+                    <pre><code class=\"language-rust\"># fn hidden() {}\nshown();\n</code></pre>\n";
+        assert_eq!(
+            without_hidden_doc_lines(html),
+            "<p>Sleeps.</p>\n<pre><code>use x;\nsleep(ms(10)).await;\n#[derive(Debug)]\n</code></pre>\n\
+             <pre><code class=\"language-rust\">\nshown();\n</code></pre>\n"
+        );
+        let plain = "Sleeps.\n\nuse x;\n\n# #[tokio::main]\n# async fn main() {\nsleep(ms(10)).await;\n# }\n";
+        assert_eq!(without_hidden_doc_lines(plain), "Sleeps.\n\nuse x;\n\nsleep(ms(10)).await;\n");
+    }
 }

@@ -149,7 +149,27 @@ pub mod task {
     //! tokio's `task` module, with `spawn` and `spawn_blocking` tagging the task with its cell.
     pub use tokio::task::*;
 
-    /// `tokio::task::spawn`, remembering which cell spawned the task.
+    /// Starts `future` as a new task on the kernel's runtime and returns at once, without
+    /// waiting for it. The task runs concurrently with the cell, and with later cells, until
+    /// it finishes; what it prints is shown under the cell that spawned it.
+    ///
+    /// The returned [`JoinHandle`] is itself a future: `handle.await` waits for the task and
+    /// gives `Ok(output)`, or `Err(JoinError)` if the task panicked or was aborted
+    /// (`handle.abort()`). Dropping the handle does not stop the task; it runs on, detached.
+    ///
+    /// The task may move between the runtime's worker threads at each `.await`, so the future
+    /// must be `Send` and `'static`: move what it uses into it (`async move { .. }`), share
+    /// with `Arc`, and hold no `Rc` or `std::sync::MutexGuard` across an `.await`.
+    ///
+    /// ```ignore
+    /// let handle = tokio::spawn(async {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    ///     21 * 2
+    /// });
+    /// assert_eq!(handle.await.unwrap(), 42);
+    /// ```
+    ///
+    /// This is tokio's `tokio::task::spawn`, with the spawning cell noted for the output.
     #[track_caller]
     pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
     where
@@ -159,7 +179,17 @@ pub mod task {
         tokio::task::spawn(crate::cell::tagged(future))
     }
 
-    /// `tokio::task::spawn_blocking`, remembering which cell started the work.
+    /// Runs the blocking function `function` on a thread kept for blocking work, so that it
+    /// does not hold up the runtime's worker threads (which run every task), and returns a
+    /// [`JoinHandle`] to `.await` its result. Use it for CPU-heavy work or for a blocking call
+    /// (`std::thread::sleep`, reading a file with `std::fs`) made from async code.
+    ///
+    /// ```ignore
+    /// let sum = tokio::task::spawn_blocking(|| (1..=1_000_000u64).sum::<u64>()).await.unwrap();
+    /// ```
+    ///
+    /// This is tokio's `tokio::task::spawn_blocking`, with the cell that started the work
+    /// noted for the output.
     #[track_caller]
     pub fn spawn_blocking<F, R>(function: F) -> JoinHandle<R>
     where
