@@ -119,6 +119,19 @@ def test_a_closure_kept_in_a_variable_gets_a_hint_and_the_boxed_form_works(kc):
     assert result_text(msgs) == "42"
 
 
+def test_futures_kept_in_a_tuple_get_a_hint_to_bind_or_join_them(kc):
+    ok_reply, _ = run(kc, "async fn add(a: i32, b: i32) -> i32 { a + b }")
+    assert ok_reply["content"]["status"] == "ok", ok_reply["content"]
+    reply, msgs = run(kc, "let (first, second) = (add(1, 2), add(3, 4));")
+    err = the_error(msgs)
+    assert_error_reply(reply, err, "EvaluationError")
+    text = plain(err["content"]["evalue"] + "\n" + "\n".join(err["content"]["traceback"]))
+    assert "tokio::join!" in text and "evcxr" not in text, text
+    reply, msgs = run(kc, "let (first, second) = tokio::join!(add(1, 2), add(3, 4));\nfirst + second")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert result_text(msgs) == "10"
+
+
 def test_kernel_survives_panic(kc):
     reply, msgs = run(kc, "let kept = 5;")
     assert reply["content"]["status"] == "ok"

@@ -406,6 +406,21 @@ pub(crate) fn evaluation_error(message: &str) -> CellError {
         ));
         return CellError { name: "EvaluationError".into(), message: message.to_owned(), traceback };
     }
+    if first_line.contains("cannot be persisted") && first_line.contains("impl Future") {
+        // A single `let fut = f();` is kept (`future_values`); this one is in a pattern or a
+        // collection. evcxr's advice (`Box<dyn Debug>`) does not fit a future.
+        let name = first_line.split('`').nth(1).unwrap_or("fut");
+        traceback.push(hint_line(&format!(
+            "only a future bound alone, `let {name} = make();`, can be kept for a later cell, \
+             not one inside a tuple, an `Option` or a collection. Bind each future by its own \
+             `let`; or await them in this cell (`let (a, b) = tokio::join!(f(1), f(2));`) and \
+             keep the results; or, to keep many, box them: \
+             `let {name}: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = u64> + Send>>> = \
+             ..map(|i| Box::pin(async move {{ .. }}) as _).collect();`. Code in a `{{ }}` block \
+             keeps nothing."
+        )));
+        return CellError { name: "EvaluationError".into(), message: first_line.to_owned(), traceback };
+    }
     if first_line.contains("is a closure, which cannot be persisted") {
         // evcxr's own advice names evcxr and a signature that rarely fits; say it for this cell.
         let name = first_line.split('`').nth(1).unwrap_or("f");
@@ -548,6 +563,19 @@ mod tests {
                     within `{async block}`, the trait `Send` is not implemented for `std::sync::MutexGuard<'_, i32>`";
         assert!(compile_hint(None, text).unwrap().contains("tokio::sync::Mutex"));
         assert!(compile_hint(None, text).unwrap().contains("MutexGuard"));
+    }
+
+    #[test]
+    fn a_future_in_a_pattern_or_a_collection_gets_a_hint() {
+        let error = evaluation_error(
+            "The variable `futs` has type `Vec<impl Future<Output = u64>>` which cannot be persisted.\n\
+             You might be able to fix this by creating a `Box<dyn YourType>`. e.g.\n\
+             let v: Box<dyn core::fmt::Debug> = Box::new(foo());\n\
+             Alternatively, you can prevent evcxr from attempting to persist\nthe variable by wrapping your code in braces.",
+        );
+        let traceback = error.traceback.join("\n");
+        assert!(traceback.contains("tokio::join!") && traceback.contains("Box::pin"), "{traceback}");
+        assert!(!traceback.contains("evcxr") && !error.message.contains("evcxr"), "{traceback}");
     }
 
     #[test]
