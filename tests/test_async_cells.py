@@ -96,6 +96,15 @@ def test_a_worker_task_that_loops_forever_is_kept_in_a_variable(kc):
     ok(*run(kc, "worker.abort();"))
 
 
+def test_an_error_in_a_cell_keeping_a_future_shows_the_cell_as_written(kc):
+    ok(*run(kc, "async fn add_up(a: i32, b: i32) -> i32 { a + b }"))
+    reply, msgs = run(kc, "let once = add_up(9, 9);\nonce.await;\nonce.await")
+    assert reply["content"]["ename"] == "CompileError", reply["content"]
+    traceback = plain("\n".join(reply["content"]["traceback"]))
+    assert "1 | let once = add_up(9, 9);" in traceback, traceback
+    assert "Pending" not in traceback and "impl Future<Output = i32>" in traceback, traceback
+
+
 def test_a_non_send_future_is_kept_and_awaited_later(kc):
     ok(*run(kc, "let shared = std::rc::Rc::new(20);\n"
                 "let plus_one = async move { *shared + 1 };"))

@@ -132,7 +132,45 @@ fn panic_hint(message: &str) -> Option<&'static str> {
     }
 }
 
-pub fn compile_errors(code: &str, errors: &[evcxr::CompilationError]) -> CellError {
+/// The errors of `compiled`, a rewrite of the student's `written` cell with the same lines
+/// (a kept future boxed into `tokio::Pending`), shown on the lines the student wrote, with
+/// `Pending<T>` called what it is to the student, `impl Future<Output = T>`.
+pub(crate) fn compile_errors_shown_as(compiled: &str, written: &str, errors: &[evcxr::CompilationError]) -> CellError {
+    let same_lines = compiled.lines().count() == written.lines().count();
+    let mut error = compile_errors_on(compiled, if same_lines { written } else { compiled }, errors);
+    if compiled != written {
+        error.message = as_written(&error.message);
+        error.traceback = error.traceback.iter().map(|line| as_written(line)).collect();
+    }
+    error
+}
+
+/// `Pending<T>`, the type a kept future is boxed into, as the future it holds.
+fn as_written(text: &str) -> String {
+    ["rust_async::Pending<", "::tokio::Pending<", "tokio::Pending<"]
+        .iter()
+        .fold(text.to_owned(), |text, pending| text.replace(pending, "impl Future<Output = "))
+}
+
+/// The column in `written` of what is at `column` (1-based, in characters) of `compiled`,
+/// which is `written` with text inserted: the two are matched character by character.
+fn written_column(compiled: &str, written: &str, column: usize) -> usize {
+    let mut written_chars = written.chars().peekable();
+    let mut written_column = 1;
+    for (index, character) in compiled.chars().enumerate() {
+        if index + 1 >= column {
+            break;
+        }
+        if written_chars.peek() == Some(&character) {
+            written_chars.next();
+            written_column += 1;
+        }
+    }
+    written_column
+}
+
+/// The errors of `code`, shown on the lines of `written` (the same number of lines).
+fn compile_errors_on(code: &str, written: &str, errors: &[evcxr::CompilationError]) -> CellError {
     let mut traceback = Vec::new();
     let mut first_message = None;
     let errors: Vec<_> = errors.iter().filter(|error| error.level() == "error").collect();
@@ -145,10 +183,18 @@ pub fn compile_errors(code: &str, errors: &[evcxr::CompilationError]) -> CellErr
         let message = without_generated_paths(&error.message());
         let mut location = String::new();
         let mut primary_label = String::new();
+        let compiled_lines: Vec<&str> = code.lines().collect();
+        let written_lines: Vec<&str> = written.lines().collect();
+        // A column of a compiled line, on the line as written.
+        let column_as_written = |line: usize, column: usize| match (compiled_lines.get(line - 1), written_lines.get(line - 1)) {
+            (Some(compiled), Some(written)) if compiled != written => written_column(compiled, written, column),
+            _ => column,
+        };
         if let Some(primary) = error.primary_spanned_message() {
             primary_label = without_generated_paths(&primary.label);
             if let Some(span) = primary.span {
-                location = format!(" (line {}, column {})", span.start_line, span.start_column);
+                let column = column_as_written(span.start_line, span.start_column);
+                location = format!(" (line {}, column {column})", span.start_line);
             }
         }
         if first_message.is_none() {
@@ -157,19 +203,20 @@ pub fn compile_errors(code: &str, errors: &[evcxr::CompilationError]) -> CellErr
         traceback.push(format!("{RED}{heading}{RESET}{BOLD}: {message}{RESET}"));
         for spanned in error.spanned_messages() {
             let Some(span) = spanned.span else { continue };
+            let start_column = column_as_written(span.start_line, span.start_column);
+            let end_column = column_as_written(span.end_line, span.end_column);
             traceback.push(format!(
-                "  {BLUE}-->{RESET} cell line {}, column {}",
-                span.start_line, span.start_column
+                "  {BLUE}-->{RESET} cell line {}, column {start_column}",
+                span.start_line
             ));
             let width = span.end_line.to_string().len();
-            let lines: Vec<&str> = code.lines().collect();
             for line_number in span.start_line..=span.end_line {
-                let Some(text) = lines.get(line_number - 1) else { continue };
+                let Some(text) = written_lines.get(line_number - 1) else { continue };
                 traceback.push(format!("{BLUE}{line_number:>width$} |{RESET} {text}"));
             }
             if span.start_line == span.end_line {
-                let start = span.start_column.saturating_sub(1);
-                let length = span.end_column.saturating_sub(span.start_column).max(1);
+                let start = start_column.saturating_sub(1);
+                let length = end_column.saturating_sub(start_column).max(1);
                 traceback.push(format!(
                     "{BLUE}{:>width$} |{RESET} {}{RED}{} {}{RESET}",
                     "",
@@ -545,6 +592,16 @@ mod tests {
         let traceback = error.traceback.join("\n");
         assert!(traceback.contains(".collect::<Vec<_>>()"), "{traceback}");
         assert!(!traceback.contains("Box<dyn YourType>"), "{traceback}");
+    }
+
+    #[test]
+    fn a_column_of_the_rewritten_line_is_found_on_the_line_as_written() {
+        let written = "let once = add(9, 9);";
+        let compiled = "let once: ::tokio::Pending<i32> = ::tokio::Pending::new(add(9, 9));";
+        assert_eq!(written_column(compiled, written, 5), 5); // `once`
+        let add = compiled.find("add(").unwrap() + 1;
+        assert_eq!(written_column(compiled, written, add), written.find("add(").unwrap() + 1);
+        assert_eq!(as_written("`once` has type `rust_async::Pending<i32>`"), "`once` has type `impl Future<Output = i32>`");
     }
 
     #[test]

@@ -264,7 +264,7 @@ impl Engine {
         let prelude = eval_context.eval_with_state(PRELUDE, state);
         let fate = output.finish_cell(Duration::from_secs(5), false);
         timing.note("prelude (async mode on)");
-        if let CellOutcome::Failure(error) = outcome(PRELUDE, "", prelude, fate, false) {
+        if let CellOutcome::Failure(error) = outcome(PRELUDE, PRELUDE, "", prelude, fate, false) {
             return Err(EngineError::Evcxr(format!(
                 "the kernel's prelude failed: {}\n{}",
                 error.message,
@@ -391,6 +391,7 @@ impl Engine {
         let notes = self.work_dir.path().join(NEVER_AWAITED_FILE);
         never_awaited::take_notes(&notes);
         let mut result = self.context.execute(code);
+        let written = code;
         let mut code = std::borrow::Cow::Borrowed(code);
         // A future kept in a variable: box it and run the (unrun) cell again.
         while let Err(evcxr::Error::Message(message)) = &result {
@@ -473,7 +474,7 @@ impl Engine {
             }
         }
         let killed_by_interrupt = self.killed_by_interrupt.swap(false, Ordering::SeqCst);
-        outcome(&code, &source, result, fate, killed_by_interrupt)
+        outcome(&code, written, &source, result, fate, killed_by_interrupt)
     }
 
     /// evcxr's `:restart` puts back the variables it had before the restart (it took its state
@@ -509,7 +510,7 @@ impl Engine {
         let setup = format!(":dep tokio = {tokio}\n{PRELUDE}");
         let result = self.context.execute(&setup);
         let fate = self.output.finish_cell(Duration::from_secs(5), false);
-        match outcome(&setup, "", result, fate, false) {
+        match outcome(&setup, &setup, "", result, fate, false) {
             CellOutcome::Failure(error) => Err(failed(error.message)),
             _ => Ok(()),
         }
@@ -534,7 +535,7 @@ impl Engine {
         let result = self.context.execute(&format!(":dep tokio = {}", self.runtime_library.dependency_spec(false)));
         let fate = self.output.finish_cell(Duration::from_secs(5), false);
         timing.note("full analysis (rust-analyzer: std and tokio)");
-        match outcome("", "", result, fate, false) {
+        match outcome("", "", "", result, fate, false) {
             // Still light: the next cell that needs types tries again.
             CellOutcome::Failure(error) => Err(failed(error.message)),
             _ => {
@@ -667,8 +668,11 @@ macro_rules! eprintln {
 "#;
 
 /// Turns what evcxr returned and what the cell's records said into the cell's outcome.
+/// `code` is what was compiled; `written`, the cell as the student wrote it (the same unless
+/// the engine rewrote it, keeping its lines).
 fn outcome(
     code: &str,
+    written: &str,
     generated: &str,
     result: Result<evcxr::EvalOutputs, evcxr::Error>,
     fate: CellFate,
@@ -694,7 +698,9 @@ fn outcome(
                 CellOutcome::Success { result: (!result.is_empty() && !is_unit).then_some(result) }
             }
         }
-        Err(evcxr::Error::CompilationErrors(errors)) => failure(diagnostics::compile_errors(code, &errors)),
+        Err(evcxr::Error::CompilationErrors(errors)) => {
+            failure(diagnostics::compile_errors_shown_as(code, written, &errors))
+        }
         Err(evcxr::Error::SubprocessTerminated(_)) if killed_by_interrupt => {
             failure(diagnostics::interrupted_by_restart())
         }
