@@ -65,6 +65,21 @@ def test_panic(kc):
     assert not of_type(msgs, "execute_result")
 
 
+def test_a_cell_that_stops_early_says_which_variables_are_gone(kc):
+    ok_reply, _ = run(kc, 'let earlier = String::from("e");\nlet mut log = vec![1];')
+    assert ok_reply["content"]["status"] == "ok", ok_reply["content"]
+    reply, msgs = run(kc, 'log.push(2);\nlet fresh = 5;\nlet moved = earlier;\nlet r: Result<u8, String> = Err("x".into());\nr?;')
+    assert reply["content"]["status"] == "error"
+    traceback = plain("\n".join(reply["content"]["traceback"]))
+    assert "did not finish" in traceback and "gone" in traceback, traceback
+    # What the note says: made and moved variables are gone, changed ones are kept.
+    reply, msgs = run(kc, "log")
+    assert reply["content"]["status"] == "ok" and result_text(msgs) == "[1, 2]", reply["content"]
+    for gone in ("fresh", "moved", "earlier"):
+        reply, _ = run(kc, gone)
+        assert reply["content"]["ename"] == "CompileError", (gone, reply["content"])
+
+
 def test_panic_message_is_formatted(kc):
     reply, msgs = run(kc, 'let n = 6 * 7;\npanic!("answer was {}", n);')
     err = the_error(msgs)

@@ -278,6 +278,11 @@ pub(crate) fn cell_position(code: &str, generated: &str, line: u32, column: u32)
     })
 }
 
+/// What evcxr keeps of a cell that stopped early (a panic, a `?` error).
+const UNFINISHED_CELL_LOSES: &str = "  The cell did not finish: the variables it made, and earlier \
+    ones it moved (`let b = a;`, a value passed to a function), are gone. Earlier variables it \
+    only used or changed are kept.";
+
 pub(crate) fn panic(code: &str, generated: &str, panic: &PanicRecord) -> CellError {
     let first_line = panic.message.lines().next().unwrap_or_default().to_owned();
     let mut traceback = vec![format!("{RED}panic{RESET}{BOLD}: {first_line}{RESET}")];
@@ -293,6 +298,7 @@ pub(crate) fn panic(code: &str, generated: &str, panic: &PanicRecord) -> CellErr
     if let Some(hint) = panic_hint(&panic.message) {
         traceback.push(hint_line(hint));
     }
+    traceback.push(UNFINISHED_CELL_LOSES.to_owned());
     CellError { name: "Panic".into(), message: panic.message.clone(), traceback }
 }
 
@@ -322,20 +328,20 @@ pub(crate) fn question_mark_error(type_name: Option<&str>, text: &str) -> CellEr
         traceback: vec![
             format!("{RED}{name}{RESET}{BOLD}: {first_line}{RESET}"),
             "  the cell returned this error through `?`".to_owned(),
+            UNFINISHED_CELL_LOSES.to_owned(),
         ],
         name,
         message,
     }
 }
 
-/// `let name = <future>;` where the future borrows from the cell, so it cannot be kept.
-/// An error saying that something borrows what does not live long enough: what keeping a
-/// future that borrows the cell's locals gives.
 /// "the `!` type is experimental": evcxr wrote a variable's type with the never type.
 pub(crate) fn is_never_type_error(error: &evcxr::CompilationError) -> bool {
     error.code() == Some("E0658") && error.message().contains("`!` type")
 }
 
+/// An error saying that something borrows what does not live long enough: what keeping a
+/// future that borrows the cell's locals gives.
 pub(crate) fn is_borrow_error(error: &evcxr::CompilationError) -> bool {
     matches!(error.code(), Some("E0597" | "E0373" | "E0521" | "E0716" | "E0515" | "E0505"))
         || error.message().contains("'static")
@@ -369,6 +375,7 @@ pub(crate) fn never_awaited(code: &str, generated: &str, positions: &[(u32, u32)
     Some(text)
 }
 
+/// `let name = <future>;` where the future borrows from the cell, so it cannot be kept.
 pub(crate) fn future_not_kept(name: &str, errors: &[evcxr::CompilationError]) -> CellError {
     let message = format!(
         "`{name}` is a future that borrows variables of this cell, so it cannot be kept for a \
