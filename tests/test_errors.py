@@ -111,6 +111,8 @@ def test_question_mark_error(kc):
     assert err["content"]["ename"] == content["ename"]
     assert "invalid digit" in content["evalue"], content
     assert "not reached" not in stream_text(msgs)
+    # The cell's only `?` is the one the error came through.
+    assert "cell line 1, column 25" in plain("\n".join(content["traceback"])), content["traceback"]
 
 
 def test_question_mark_on_an_option_gets_a_hint(kc):

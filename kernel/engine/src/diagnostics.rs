@@ -320,19 +320,47 @@ fn short_type_name(full: &str) -> String {
     short
 }
 
-pub(crate) fn question_mark_error(type_name: Option<&str>, text: &str) -> CellError {
+pub(crate) fn question_mark_error(code: &str, type_name: Option<&str>, text: &str) -> CellError {
     let name = type_name.map_or_else(|| "Error".to_owned(), short_type_name);
     let message = text.trim_end().to_owned();
     let first_line = message.lines().next().unwrap_or_default();
-    CellError {
-        traceback: vec![
-            format!("{RED}{name}{RESET}{BOLD}: {first_line}{RESET}"),
-            "  the cell returned this error through `?`".to_owned(),
-            UNFINISHED_CELL_LOSES.to_owned(),
-        ],
-        name,
-        message,
+    let mut traceback = vec![
+        format!("{RED}{name}{RESET}{BOLD}: {first_line}{RESET}"),
+        "  the cell returned this error through `?`".to_owned(),
+    ];
+    // Which `?` is not recorded; when the cell has only one, it is that one.
+    if let Some((line, column)) = only_question_mark(code) {
+        traceback.push(format!("  {BLUE}-->{RESET} cell line {line}, column {column}"));
+        if let Some(text) = code.lines().nth(line - 1) {
+            traceback.push(format!("{BLUE}{line} |{RESET} {text}"));
+            traceback.push(format!("{BLUE}{} |{RESET} {}{RED}^{RESET}", " ".repeat(line.to_string().len()), " ".repeat(column - 1)));
+        }
     }
+    traceback.push(UNFINISHED_CELL_LOSES.to_owned());
+    CellError { traceback, name, message }
+}
+
+/// The (line, column) of the cell's one `?` operator, if it has exactly one (`?Sized` is not
+/// an operator; strings, characters and comments are skipped).
+fn only_question_mark(code: &str) -> Option<(usize, usize)> {
+    let mut found = Vec::new();
+    let mut previous_was_question = None;
+    crate::is_complete::walk_code(code, |offset, character| {
+        if let Some(question) = previous_was_question.take() {
+            if !(character.is_alphanumeric() || character == '_') {
+                found.push(question);
+            }
+        }
+        if character == '?' {
+            previous_was_question = Some(offset);
+        }
+        found.len() < 2
+    });
+    found.extend(previous_was_question);
+    let [offset] = found[..] else { return None };
+    let line = code[..offset].matches('\n').count() + 1;
+    let line_start = code[..offset].rfind('\n').map_or(0, |newline| newline + 1);
+    Some((line, code[line_start..offset].chars().count() + 1))
 }
 
 /// "the `!` type is experimental": evcxr wrote a variable's type with the never type.
@@ -609,6 +637,14 @@ mod tests {
         let add = compiled.find("add(").unwrap() + 1;
         assert_eq!(written_column(compiled, written, add), written.find("add(").unwrap() + 1);
         assert_eq!(as_written("`once` has type `rust_async::Pending<i32>`"), "`once` has type `impl Future<Output = i32>`");
+    }
+
+    #[test]
+    fn the_only_question_mark_of_a_cell_is_found() {
+        assert_eq!(only_question_mark("let n: i32 = s.parse()?;\nn"), Some((1, 23)));
+        assert_eq!(only_question_mark("fn f<T: ?Sized>(_: &T) {}\nlet x = \"?\";\ng()?"), Some((3, 4)));
+        assert_eq!(only_question_mark("a()?;\nb()?;"), None);
+        assert_eq!(only_question_mark("a();"), None);
     }
 
     #[test]

@@ -686,7 +686,7 @@ fn outcome(
             } else if let Some(panic) = &fate.panic {
                 failure(diagnostics::panic(code, generated, panic))
             } else if fate.question_mark_error {
-                failure(diagnostics::question_mark_error(fate.error_type.as_deref(), &fate.error_text))
+                failure(diagnostics::question_mark_error(written, fate.error_type.as_deref(), &fate.error_text))
             } else {
                 let result: serde_json::Map<_, _> = outputs
                     .content_by_mime_type
