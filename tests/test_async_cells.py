@@ -196,6 +196,9 @@ def test_a_panicking_task_is_a_join_error_not_a_failed_cell(kc):
     )
     ok(reply, msgs)
     assert result_text(msgs) == "(true, true)"
+    # The task's panic is reported on stderr as one piece of output, not one per part.
+    reports = [m["content"]["text"] for m in of_type(msgs, "stream") if "task boom" in m["content"]["text"]]
+    assert reports and reports[0].startswith("a task panicked (") and reports[0].endswith("task boom\n"), reports
 
 
 def test_interrupt_during_a_long_sleep_keeps_variables(km, kc):

@@ -281,7 +281,10 @@ fn install_panic_hook() {
         } else {
             let thread = std::thread::current();
             let name = thread.name().unwrap_or("unnamed thread");
-            eprintln!("a task panicked ({name}): {message}");
+            // One write, one datagram: the kernel passes it on as one piece of output
+            // (`eprintln!` writes each part of its format on its own, stderr being unbuffered).
+            let line = format!("a task panicked ({name}): {message}\n");
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
     }));
 }
