@@ -174,6 +174,13 @@ fn compile_errors_on(code: &str, written: &str, errors: &[evcxr::CompilationErro
     let mut traceback = Vec::new();
     let mut first_message = None;
     let errors: Vec<_> = errors.iter().filter(|error| error.level() == "error").collect();
+    let compiled_lines: Vec<&str> = code.lines().collect();
+    let written_lines: Vec<&str> = written.lines().collect();
+    // A column of a compiled line, on the line as written.
+    let column_as_written = |line: usize, column: usize| match (compiled_lines.get(line - 1), written_lines.get(line - 1)) {
+        (Some(compiled), Some(written)) if compiled != written => written_column(compiled, written, column),
+        _ => column,
+    };
     for error in &errors {
         let error_code = error.code();
         let heading = match error_code {
@@ -183,13 +190,6 @@ fn compile_errors_on(code: &str, written: &str, errors: &[evcxr::CompilationErro
         let message = without_generated_paths(&error.message());
         let mut location = String::new();
         let mut primary_label = String::new();
-        let compiled_lines: Vec<&str> = code.lines().collect();
-        let written_lines: Vec<&str> = written.lines().collect();
-        // A column of a compiled line, on the line as written.
-        let column_as_written = |line: usize, column: usize| match (compiled_lines.get(line - 1), written_lines.get(line - 1)) {
-            (Some(compiled), Some(written)) if compiled != written => written_column(compiled, written, column),
-            _ => column,
-        };
         if let Some(primary) = error.primary_spanned_message() {
             primary_label = without_generated_paths(&primary.label);
             if let Some(span) = primary.span {
@@ -278,6 +278,17 @@ pub(crate) fn cell_position(code: &str, generated: &str, line: u32, column: u32)
     })
 }
 
+/// Points the traceback at `line`, `column` of the cell and shows that line; false when the
+/// cell has no such line (only the position is given).
+fn push_location(traceback: &mut Vec<String>, code: &str, line: usize, column: usize) -> bool {
+    traceback.push(format!("  {BLUE}-->{RESET} cell line {line}, column {column}"));
+    let text = code.lines().nth(line - 1);
+    if let Some(text) = text {
+        traceback.push(format!("{BLUE}{line} |{RESET} {text}"));
+    }
+    text.is_some()
+}
+
 /// What evcxr keeps of a cell that stopped early (a panic, a `?` error).
 const UNFINISHED_CELL_LOSES: &str = "  The cell did not finish: the variables it made, and earlier \
     ones it moved (`let b = a;`, a value passed to a function), are gone. Earlier variables it \
@@ -290,10 +301,7 @@ pub(crate) fn panic(code: &str, generated: &str, panic: &PanicRecord) -> CellErr
         traceback.push(line.to_owned());
     }
     if let Some((line, column)) = cell_position(code, generated, panic.line, panic.column) {
-        traceback.push(format!("  {BLUE}-->{RESET} cell line {line}, column {column}"));
-        if let Some(text) = code.lines().nth(line - 1) {
-            traceback.push(format!("{BLUE}{line} |{RESET} {text}"));
-        }
+        push_location(&mut traceback, code, line, column);
     }
     if let Some(hint) = panic_hint(&panic.message) {
         traceback.push(hint_line(hint));
@@ -330,9 +338,7 @@ pub(crate) fn question_mark_error(code: &str, type_name: Option<&str>, text: &st
     ];
     // Which `?` is not recorded; when the cell has only one, it is that one.
     if let Some((line, column)) = only_question_mark(code) {
-        traceback.push(format!("  {BLUE}-->{RESET} cell line {line}, column {column}"));
-        if let Some(text) = code.lines().nth(line - 1) {
-            traceback.push(format!("{BLUE}{line} |{RESET} {text}"));
+        if push_location(&mut traceback, code, line, column) {
             traceback.push(format!("{BLUE}{} |{RESET} {}{RED}^{RESET}", " ".repeat(line.to_string().len()), " ".repeat(column - 1)));
         }
     }

@@ -106,9 +106,9 @@ fn let_binding_at(code: &str, start: usize, name: &str) -> Option<LetBinding> {
     if let Some(type_text) = at_equals.strip_prefix(':').filter(|after| !after.starts_with(':')) {
         let type_start = code.len() - type_text.len();
         let type_end = type_start + type_length(type_text)?;
-        let written = code[type_start..type_end].trim();
-        let written_start = type_start + (code[type_start..type_end].len() - code[type_start..type_end].trim_start().len());
-        annotation = Some((written_start, written_start + written.len()));
+        let between = &code[type_start..type_end];
+        let written_start = type_start + (between.len() - between.trim_start().len());
+        annotation = Some((written_start, type_start + between.trim_end().len()));
         at_equals = &code[type_end..];
     }
     (at_equals.starts_with('=') && !at_equals.starts_with("=="))
@@ -335,7 +335,6 @@ mod tests {
 
     #[test]
     fn the_rewrite_keeps_the_lines_of_the_cell() {
-
         assert_eq!(
             box_future_binding("let fut =\n    make();\nfut.len()", "fut", "u8").unwrap(),
             "let fut: ::tokio::Pending<u8> =\n    ::tokio::Pending::new(make());\nfut.len()"
