@@ -1,0 +1,187 @@
+"""JupyterLab in a real browser: what a student sees when running a lesson cell by cell.
+
+Debian's chromium, driven by Playwright, opens a notebook in JupyterLab (the pinned one in
+.venv, with the kernelspec scripts/setup installed) and runs its cells with Shift+Enter and the
+toolbar's stop button, as a student does. nbclient and nbconvert, which the other tests use,
+record a cell's output only until the cell's reply; JupyterLab keeps listening, so this is where
+a task's late output and the stop button can be seen as a student sees them.
+
+scripts/test installs chromium (Debian's package) when it is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Locator, Page, sync_playwright
+
+from conftest import DISPLAY_NAME, KERNEL_NAME
+
+VENV_BIN = Path(sys.prefix) / "bin"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# As on this machine's closed network: no background connections Chromium would wait on.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+# Each cell is run by the test in order; the comments say what it shows.
+LESSON = [
+    # 0: a task that waits for a signal, spawned by this cell
+    'let (go, signal) = tokio::sync::oneshot::channel::<()>();\n'
+    'let waiter = tokio::spawn(async move {\n'
+    '    signal.await.unwrap();\n'
+    '    println!("the task of cell 1 woke up");\n'
+    '});\n'
+    'println!("cell 1 spawned a task");',
+    # 1: wakes it; the task's print belongs under cell 1, not here
+    'go.send(()).unwrap();\n'
+    'waiter.await.unwrap();\n'
+    'println!("cell 2 joined the task");',
+    # 2: a task that prints after its cell has finished, while the kernel is idle
+    'tokio::spawn(async {\n'
+    '    tokio::time::sleep(std::time::Duration::from_secs(2)).await;\n'
+    '    println!("printed while the kernel was idle");\n'
+    '});',
+    # 3: a variable the interrupt must not lose
+    'let kept = 41;',
+    # 4: stopped with the toolbar's stop button
+    'tokio::time::sleep(std::time::Duration::from_secs(60)).await;',
+    # 5: the variable survived
+    'println!("kept + 1 = {}", kept + 1);',
+    # 6: a failed assertion is an error under its cell
+    'assert_eq!(kept, 40, "kept changed");',
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab serving a folder with the lesson notebook; yields the notebook's URL."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: scripts/test installs Debian's package "
+                    "(apt-get install chromium)", pytrace=False)
+    root = tmp_path_factory.mktemp("lab")
+    notebook = {
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "id": f"cell-{i}", "metadata": {},
+             "outputs": [], "source": source}
+            for i, source in enumerate(LESSON)
+        ],
+        "metadata": {"kernelspec": {"name": KERNEL_NAME, "display_name": DISPLAY_NAME,
+                                    "language": "rust"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+    (root / "lesson.ipynb").write_text(json.dumps(notebook))
+    port, token = free_port(), secrets.token_hex(16)
+    log = open(root / "jupyterlab.log", "w")
+    server = subprocess.Popen(
+        [str(VENV_BIN / "jupyter"), "lab", "--no-browser", "--allow-root", f"--port={port}",
+         "--port-retries=0", f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={token}",
+         f"--LabApp.workspaces_dir={root / 'workspaces'}"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail(f"JupyterLab did not start: see {root / 'jupyterlab.log'}")
+                time.sleep(0.5)
+        yield f"{base}/lab/tree/lesson.ipynb?token={token}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def page(lab):
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(lab)
+            # The kernel named in the notebook's metadata starts by itself, no dialog.
+            page.get_by_text(f"{DISPLAY_NAME} | Idle").wait_for(timeout=120_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def cell(page: Page, index: int) -> Locator:
+    return page.locator(".jp-Notebook .jp-CodeCell").nth(index)
+
+
+def output_text(page: Page, index: int) -> str:
+    return cell(page, index).locator(".jp-OutputArea").inner_text()
+
+
+def run(page: Page, index: int, execution_count: int, timeout_s: float = 120) -> None:
+    """Selects cell `index`, presses Shift+Enter, waits for its prompt to show the count."""
+    cell(page, index).locator(".jp-InputArea-prompt").click()
+    page.keyboard.press("Shift+Enter")
+    cell(page, index).locator(".jp-InputArea-prompt", has_text=f"[{execution_count}]").wait_for(
+        timeout=timeout_s * 1000)
+
+
+def test_a_lesson_in_jupyterlab_task_output_stop_button_and_errors(page):
+    run(page, 0, 1)
+    assert output_text(page, 0).strip() == "cell 1 spawned a task"
+
+    # The task prints while cell 2 runs; JupyterLab shows it under the cell that spawned it.
+    run(page, 1, 2)
+    cell(page, 0).locator(".jp-OutputArea", has_text="the task of cell 1 woke up").wait_for(
+        timeout=10_000)
+    assert output_text(page, 1).strip() == "cell 2 joined the task"
+
+    # Cell 3 replies at once; its task prints 2 s later, with nothing running.
+    run(page, 2, 3)
+    page.get_by_text(f"{DISPLAY_NAME} | Idle").wait_for(timeout=10_000)
+    cell(page, 2).locator(".jp-OutputArea", has_text="printed while the kernel was idle").wait_for(
+        timeout=15_000)
+    for other in (0, 1):
+        assert "idle" not in output_text(page, other)
+
+    run(page, 3, 4)
+
+    # The stop button cancels the sleeping cell; an `Interrupted` error shows under it.
+    cell(page, 4).locator(".jp-InputArea-prompt").click()
+    page.keyboard.press("Shift+Enter")
+    cell(page, 4).locator(".jp-InputArea-prompt", has_text="[*]").wait_for(timeout=10_000)
+    time.sleep(1)  # let the cell reach its `.await`
+    clicked = time.monotonic()
+    page.locator("[data-command='notebook:interrupt-kernel']").click()
+    interrupted = cell(page, 4).locator(".jp-OutputArea-output", has_text="Interrupted")
+    interrupted.wait_for(timeout=10_000)
+    assert time.monotonic() - clicked < 5, "the stop button took more than 5 s to end the cell"
+    assert "Variables from earlier cells are kept" in interrupted.inner_text()
+    cell(page, 4).locator(".jp-InputArea-prompt", has_text="[5]").wait_for(timeout=10_000)
+
+    run(page, 5, 6)
+    assert output_text(page, 5).strip() == "kept + 1 = 42"
+
+    # A failed assertion is shown as an error (red), under its own cell.
+    run(page, 6, 7)
+    error = cell(page, 6).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    assert "kept changed" in error.inner_text()
