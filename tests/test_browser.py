@@ -11,6 +11,7 @@ scripts/test installs chromium (Debian's package) when it is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Locator, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from conftest import DISPLAY_NAME, KERNEL_NAME
 
@@ -73,22 +75,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """JupyterLab serving a folder with the lesson notebook; yields the notebook's URL."""
+    """JupyterLab serving an empty folder; yields (folder, the server's URL, its token)."""
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed: scripts/test installs Debian's package "
                     "(apt-get install chromium)", pytrace=False)
     root = tmp_path_factory.mktemp("lab")
-    notebook = {
-        "cells": [
-            {"cell_type": "code", "execution_count": None, "id": f"cell-{i}", "metadata": {},
-             "outputs": [], "source": source}
-            for i, source in enumerate(LESSON)
-        ],
-        "metadata": {"kernelspec": {"name": KERNEL_NAME, "display_name": DISPLAY_NAME,
-                                    "language": "rust"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    }
-    (root / "lesson.ipynb").write_text(json.dumps(notebook))
     port, token = free_port(), secrets.token_hex(16)
     log = open(root / "jupyterlab.log", "w")
     server = subprocess.Popen(
@@ -108,7 +99,7 @@ def lab(tmp_path_factory):
                 if time.monotonic() > deadline or server.poll() is not None:
                     pytest.fail(f"JupyterLab did not start: see {root / 'jupyterlab.log'}")
                 time.sleep(0.5)
-        yield f"{base}/lab/tree/lesson.ipynb?token={token}"
+        yield root, base, token
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -116,17 +107,46 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture
-def page(lab):
+def browser():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(lab)
-            # The kernel named in the notebook's metadata starts by itself, no dialog.
-            page.get_by_text(f"{DISPLAY_NAME} | Idle").wait_for(timeout=120_000)
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+def open_notebook(lab, browser, name: str, cells: list[str]) -> Page:
+    """Writes a notebook of `cells` for the rust-async kernel and opens it in a new page,
+    once its kernel (started by JupyterLab from the notebook's metadata) is idle."""
+    root, base, token = lab
+    notebook = {
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "id": f"cell-{i}", "metadata": {},
+             "outputs": [], "source": source}
+            for i, source in enumerate(cells)
+        ],
+        "metadata": {"kernelspec": {"name": KERNEL_NAME, "display_name": DISPLAY_NAME,
+                                    "language": "rust"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+    (root / name).write_text(json.dumps(notebook))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{base}/lab/tree/{name}?token={token}")
+    page.get_by_text(f"{DISPLAY_NAME} | Idle").wait_for(timeout=120_000)
+    return page
+
+
+@contextlib.contextmanager
+def screenshot_on_failure(lab, page: Page, name: str):
+    """A failing step leaves a screenshot of the page beside JupyterLab's log."""
+    try:
+        yield
+    except Exception:
+        shot = lab[0] / f"{name}-failure.png"
+        page.screenshot(path=shot)
+        print(f"screenshot of the page at the failure: {shot}")
+        raise
 
 
 def cell(page: Page, index: int) -> Locator:
@@ -145,43 +165,84 @@ def run(page: Page, index: int, execution_count: int, timeout_s: float = 120) ->
         timeout=timeout_s * 1000)
 
 
-def test_a_lesson_in_jupyterlab_task_output_stop_button_and_errors(page):
-    run(page, 0, 1)
-    assert output_text(page, 0).strip() == "cell 1 spawned a task"
+def test_a_lesson_in_jupyterlab_task_output_stop_button_and_errors(lab, browser):
+    page = open_notebook(lab, browser, "lesson.ipynb", LESSON)
+    with screenshot_on_failure(lab, page, "lesson"):
+        run(page, 0, 1)
+        assert output_text(page, 0).strip() == "cell 1 spawned a task"
 
-    # The task prints while cell 2 runs; JupyterLab shows it under the cell that spawned it.
-    run(page, 1, 2)
-    cell(page, 0).locator(".jp-OutputArea", has_text="the task of cell 1 woke up").wait_for(
-        timeout=10_000)
-    assert output_text(page, 1).strip() == "cell 2 joined the task"
+        # The task prints while cell 2 runs; JupyterLab shows it under the cell that spawned it.
+        run(page, 1, 2)
+        cell(page, 0).locator(".jp-OutputArea", has_text="the task of cell 1 woke up").wait_for(
+            timeout=10_000)
+        assert output_text(page, 1).strip() == "cell 2 joined the task"
 
-    # Cell 3 replies at once; its task prints 2 s later, with nothing running.
-    run(page, 2, 3)
-    page.get_by_text(f"{DISPLAY_NAME} | Idle").wait_for(timeout=10_000)
-    cell(page, 2).locator(".jp-OutputArea", has_text="printed while the kernel was idle").wait_for(
-        timeout=15_000)
-    for other in (0, 1):
-        assert "idle" not in output_text(page, other)
+        # Cell 3 replies at once; its task prints 2 s later, with nothing running.
+        run(page, 2, 3)
+        page.get_by_text(f"{DISPLAY_NAME} | Idle").wait_for(timeout=10_000)
+        cell(page, 2).locator(".jp-OutputArea", has_text="printed while the kernel was idle").wait_for(
+            timeout=15_000)
+        for other in (0, 1):
+            assert "idle" not in output_text(page, other)
 
-    run(page, 3, 4)
+        run(page, 3, 4)
 
-    # The stop button cancels the sleeping cell; an `Interrupted` error shows under it.
-    cell(page, 4).locator(".jp-InputArea-prompt").click()
-    page.keyboard.press("Shift+Enter")
-    cell(page, 4).locator(".jp-InputArea-prompt", has_text="[*]").wait_for(timeout=10_000)
-    time.sleep(1)  # let the cell reach its `.await`
-    clicked = time.monotonic()
-    page.locator("[data-command='notebook:interrupt-kernel']").click()
-    interrupted = cell(page, 4).locator(".jp-OutputArea-output", has_text="Interrupted")
-    interrupted.wait_for(timeout=10_000)
-    assert time.monotonic() - clicked < 5, "the stop button took more than 5 s to end the cell"
-    assert "Variables from earlier cells are kept" in interrupted.inner_text()
-    cell(page, 4).locator(".jp-InputArea-prompt", has_text="[5]").wait_for(timeout=10_000)
+        # The stop button cancels the sleeping cell; an `Interrupted` error shows under it.
+        cell(page, 4).locator(".jp-InputArea-prompt").click()
+        page.keyboard.press("Shift+Enter")
+        cell(page, 4).locator(".jp-InputArea-prompt", has_text="[*]").wait_for(timeout=10_000)
+        time.sleep(1)  # let the cell reach its `.await`
+        clicked = time.monotonic()
+        page.locator("[data-command='notebook:interrupt-kernel']").click()
+        interrupted = cell(page, 4).locator(".jp-OutputArea-output", has_text="Interrupted")
+        interrupted.wait_for(timeout=10_000)
+        assert time.monotonic() - clicked < 5, "the stop button took more than 5 s to end the cell"
+        assert "Variables from earlier cells are kept" in interrupted.inner_text()
+        cell(page, 4).locator(".jp-InputArea-prompt", has_text="[5]").wait_for(timeout=10_000)
 
-    run(page, 5, 6)
-    assert output_text(page, 5).strip() == "kept + 1 = 42"
+        run(page, 5, 6)
+        assert output_text(page, 5).strip() == "kept + 1 = 42"
 
-    # A failed assertion is shown as an error (red), under its own cell.
-    run(page, 6, 7)
-    error = cell(page, 6).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-    assert "kept changed" in error.inner_text()
+        # A failed assertion is shown as an error (red), under its own cell.
+        run(page, 6, 7)
+        error = cell(page, 6).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        assert "kept changed" in error.inner_text()
+
+
+def offers(page: Page, typed: str, candidate: str) -> None:
+    """Types `typed` over the cell being edited and presses Tab until the completer offers
+    `candidate`. JupyterLab drops a kernel's completions that take over 1 s (its
+    `providerTimeout`), as while a cold kernel still analyses std and tokio; a student presses
+    Tab again, and so does this."""
+    deadline = time.monotonic() + 90
+    while True:
+        page.keyboard.press("Control+a")
+        page.keyboard.type(typed)
+        page.keyboard.press("Tab")
+        item = page.locator(".jp-Completer .jp-Completer-item", has_text=candidate)
+        try:
+            item.wait_for(timeout=3_000)
+            break
+        except PlaywrightTimeout:
+            if time.monotonic() > deadline:
+                raise
+    page.keyboard.press("Escape")
+
+
+def test_tab_completion_and_the_shift_tab_tooltip_in_jupyterlab(lab, browser):
+    page = open_notebook(lab, browser, "editor.ipynb", ['let greeting = String::from("hi");', ""])
+    with screenshot_on_failure(lab, page, "editor"):
+        run(page, 0, 1)
+        cell(page, 1).locator(".cm-content").click()
+        # A path into tokio, then a method of a variable made in an earlier cell.
+        offers(page, "tokio::time::sle", "sleep_until")
+        offers(page, "greeting.to_upp", "to_uppercase")
+
+        # Shift+Tab shows the docs: those of the kernel's own `tokio::spawn`.
+        page.keyboard.press("Control+a")
+        page.keyboard.type("tokio::spawn")
+        page.keyboard.press("Shift+Tab")
+        tooltip = page.locator(".jp-Tooltip")
+        tooltip.wait_for(timeout=30_000)
+        assert "pub fn spawn" in tooltip.inner_text()
+        assert "JoinHandle" in tooltip.inner_text()
