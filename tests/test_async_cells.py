@@ -94,6 +94,18 @@ def test_a_worker_task_that_loops_forever_is_kept_in_a_variable(kc):
     ok(reply, msgs)
     assert result_text(msgs) == "(42, false)"
     ok(*run(kc, "worker.abort();"))
+    # An unused variable in the loop (a warning of the cell's own) used to hide evcxr's error
+    # about `!`, so the cell was not retried and failed with a borrow error in evcxr's code.
+    ok(*run(kc, "let server = tokio::spawn(async move {\n"
+                "    loop {\n"
+                "        let (job, peer) = (jobs.capacity(), \"127.0.0.1\");\n"
+                "        tokio::time::sleep(std::time::Duration::from_millis(job as u64)).await;\n"
+                "    }\n"
+                "});"))
+    reply, msgs = run(kc, "server.is_finished()")
+    ok(reply, msgs)
+    assert result_text(msgs) == "false"
+    ok(*run(kc, "server.abort();"))
 
 
 def test_an_error_in_a_cell_keeping_a_future_shows_the_cell_as_written(kc):

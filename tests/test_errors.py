@@ -80,6 +80,36 @@ def test_a_cell_that_stops_early_says_which_variables_are_gone(kc):
         assert reply["content"]["ename"] == "CompileError", (gone, reply["content"])
 
 
+def test_a_variable_lost_to_a_redefined_type_is_told_under_the_cell_that_lost_it(kc):
+    run(kc, "#[derive(Debug)] struct Spot { x: i32 }")
+    reply, _ = run(kc, "let spot = Spot { x: 1 };")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    # evcxr finds the loss when the next code runs: here, in the same cell.
+    reply, msgs = run(kc, "#[derive(Debug)] struct Spot { x: i32, y: i32 }\nprintln!(\"redefined\");")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    said = stream_text(msgs, "stderr")
+    assert "`spot` was lost: the type of its value was defined again" in said, said
+    assert "redefined" not in said, "evcxr's own line is replaced, not repeated"
+    reply, _ = run(kc, "spot")
+    assert reply["content"]["ename"] == "CompileError", reply["content"]
+
+
+def test_a_return_in_the_cells_own_code_is_refused_and_loses_nothing(kc):
+    ok_reply, _ = run(kc, 'let precious = String::from("kept");')
+    assert ok_reply["content"]["status"] == "ok", ok_reply["content"]
+    reply, msgs = run(kc, "let b = 1;\nif precious.len() > 3 { return; }\nprintln!(\"after\");")
+    err = the_error(msgs)
+    assert_error_reply(reply, err, "CompileError")
+    traceback = plain("\n".join(err["content"]["traceback"]))
+    assert "cell line 2, column 25" in traceback and "async fn" in traceback, traceback
+    # `return` inside what the cell defines is fine, and the next cell finds every variable.
+    reply, msgs = run(kc, "fn first_word(s: &str) -> &str { if let Some(i) = s.find(' ') { return &s[..i]; } s }\n"
+                          "let task = tokio::spawn(async { return 7; });\n"
+                          "(first_word(&precious), task.await.unwrap())")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert result_text(msgs) == '("kept", 7)'
+
+
 def test_panic_message_is_formatted(kc):
     reply, msgs = run(kc, 'let n = 6 * 7;\npanic!("answer was {}", n);')
     err = the_error(msgs)

@@ -271,6 +271,15 @@ def test_completion_offers_no_kernel_internals(kc):
     assert not [m for m in matches if m.lower().startswith("evcxr")], matches
 
 
+def test_completion_offers_each_name_once(kc):
+    run(kc, "let bytes = vec![1u8, 2];", timeout=180)
+    msg_id = kc.complete("bytes.le", 8)
+    matches = get_reply(kc, msg_id, 120)["content"]["matches"]
+    # `Vec::len` and the slice's `len` (through `Deref`) are one name to type.
+    assert "len" in matches, matches
+    assert len(matches) == len(set(matches)), matches
+
+
 def test_help_pages_explain_the_kernels_spawn_and_hide_rustdocs_hidden_lines(kc):
     reply, _ = run(kc, "tokio::spawn?", timeout=180)
     page = reply["content"]["payload"][0]["data"]["text/plain"]

@@ -540,6 +540,28 @@ pub(crate) fn refuse_tokio_dependency(code: &str) -> Option<CellError> {
     Some(one_line_error("DependencyError", message))
 }
 
+/// A `return` in the cell's own code (see `early_return`): refused before it runs.
+pub(crate) fn refuse_cell_level_return(code: &str) -> Option<CellError> {
+    // Leading command and `!` shell lines are not Rust.
+    let rust_start: usize = code.split_inclusive('\n').take(crate::commands::first_code_line(code)).map(str::len).sum();
+    let offset = rust_start + crate::early_return::cell_level_return(&code[rust_start..])?;
+    let before = &code[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+    let message = "`return` in a cell's own code: a cell is not a function, and a `return` would \
+                   end it before the kernel keeps its variables, so they would be lost. Nothing \
+                   ran."
+        .to_owned();
+    let mut traceback = vec![format!("{RED}CompileError{RESET}: {message}")];
+    push_location(&mut traceback, code, line, column);
+    traceback.push(hint_line(
+        "to stop early, put the rest of the cell in an `if`/`else`; to end the cell with an \
+         error, use `?` or `panic!`. Or write the code as an `async fn` (where `return` works) \
+         and call it: `let result = run().await;`.",
+    ));
+    Some(CellError { name: "CompileError".into(), message, traceback })
+}
+
 /// evcxr commands that would take the kernel apart: refused, with what to do instead.
 pub(crate) fn refuse_unsupported_command(code: &str) -> Option<CellError> {
     let (line, why) = crate::commands::leading_commands(code).into_iter().find_map(|command| {
@@ -610,6 +632,15 @@ mod tests {
         assert_eq!(error.name, "DependencyError");
         assert!(error.message.contains("built into this kernel"));
         assert!(refuse_tokio_dependency(":dep tokio-util = \"0.7\"").is_none());
+    }
+
+    #[test]
+    fn a_return_in_the_cells_own_code_is_refused_at_its_line() {
+        let error = refuse_cell_level_return("!echo return\nlet b = 1;\nif b > 0 { return; }").unwrap();
+        let traceback = error.traceback.join("\n");
+        assert!(traceback.contains("cell line 3, column 12"), "{traceback}");
+        assert!(traceback.contains("async fn"), "{traceback}");
+        assert!(refuse_cell_level_return("!echo return\nfn f() { return; }").is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod analysis;
 mod commands;
 pub mod diagnostics;
+mod early_return;
 mod future_values;
 pub mod host;
 pub mod is_complete;
@@ -342,7 +343,9 @@ impl Engine {
     /// before it starts.
     pub fn execute(&mut self, code: &str, input: InputReader, interrupts_at_send: u64) -> CellOutcome {
         if let Some(error) =
-            diagnostics::refuse_tokio_dependency(code).or_else(|| diagnostics::refuse_unsupported_command(code))
+            diagnostics::refuse_tokio_dependency(code)
+                .or_else(|| diagnostics::refuse_unsupported_command(code))
+                .or_else(|| diagnostics::refuse_cell_level_return(code))
         {
             return CellOutcome::Failure(error);
         }
@@ -419,9 +422,12 @@ impl Engine {
             }
         }
         // A variable rust-analyzer typed `!` (`tokio::spawn(async { loop { .. } })`): give it
-        // `()` there, as rustc does, and run the (unrun) cell again.
+        // `()` there, as rustc does, and run the (unrun) cell again. The error (E0658) is in
+        // evcxr's code, not the cell's: evcxr drops it when the cell also has a warning of its
+        // own (an unused variable), leaving warnings only.
         if let Err(evcxr::Error::CompilationErrors(errors)) = &result {
-            if errors.iter().any(diagnostics::is_never_type_error) {
+            let only_warnings = !errors.iter().any(|error| error.level() == "error");
+            if only_warnings || errors.iter().any(diagnostics::is_never_type_error) {
                 let generated = self.context.last_source().unwrap_or_default();
                 if let Some(rewritten) = future_values::annotate_never_typed_lets(&code, &generated) {
                     let retried = self.context.execute(&rewritten);
@@ -580,6 +586,8 @@ impl Engine {
             Ok(found) => {
                 // rust-analyzer also offers fuzzy matches; a notebook completes what was typed.
                 let typed = code.get(found.start_offset..byte_cursor).unwrap_or_default();
+                // `len()` of `Vec` and `len()` of the slice it derefs to are one name to type.
+                let mut offered = std::collections::HashSet::new();
                 Completions {
                     matches: found
                         .completions
@@ -592,6 +600,7 @@ impl Engine {
                         .filter(|candidate| candidate.starts_with(typed))
                         // evcxr's own names around the cell (`evcxr_variable_store`, ...).
                         .filter(|candidate| !candidate.to_ascii_lowercase().starts_with("evcxr"))
+                        .filter(|candidate| offered.insert(candidate.clone()))
                         .collect(),
                     cursor_start: byte_to_char(code, found.start_offset),
                     cursor_end: byte_to_char(code, found.end_offset),

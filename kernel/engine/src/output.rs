@@ -53,27 +53,87 @@ struct Shared {
     execution: u64,
     /// Counts interrupt requests, so work done between cells can tell one arrived meanwhile.
     interrupts: u64,
+    /// stderr text that came after a cell was sent but before it started (see [`HeldStderr`]).
+    held_stderr: HeldStderr,
+}
+
+/// evcxr's words (its `check_variable`, run as a cell starts) for a kept variable whose type
+/// was defined again, so that the value could not be kept: `{PREFIX}name{SUFFIX}`.
+const EVCXR_LOST_PREFIX: &str = "The type of the variable ";
+const EVCXR_LOST_SUFFIX: &str = " was redefined, so was lost.";
+
+/// stderr text written between a cell's sending and its `cell-start` record. evcxr writes
+/// there that a variable was lost, before the cell's own code can say which cell runs; read
+/// as it comes, it would be credited to the cell before. So that text is held until the cell
+/// starts (or ends unstarted): evcxr's lines become a message under the cell that lost the
+/// variable, and the rest (a task of an earlier cell that printed meanwhile) goes where it
+/// belonged, in order.
+#[derive(Default)]
+struct HeldStderr {
+    pieces: Vec<(Option<u64>, String)>,
+}
+
+impl HeldStderr {
+    /// The held text as events, in order, then one message per lost variable for the cell
+    /// being run (no cell number: the request under way).
+    fn release(&mut self) -> Vec<EngineEvent> {
+        let mut events = Vec::new();
+        let mut lost = Vec::new();
+        let mut pieces = std::mem::take(&mut self.pieces).into_iter().peekable();
+        while let Some((cell, mut text)) = pieces.next() {
+            // One write can come in pieces: join a cell's consecutive text first.
+            while let Some((_, more)) = pieces.next_if(|(next_cell, _)| *next_cell == cell) {
+                text.push_str(&more);
+            }
+            let mut kept = String::new();
+            for line in text.split_inclusive('\n') {
+                let name = line
+                    .trim_end_matches('\n')
+                    .strip_prefix(EVCXR_LOST_PREFIX)
+                    .and_then(|rest| rest.strip_suffix(EVCXR_LOST_SUFFIX));
+                match name {
+                    Some(name) => lost.push(name.to_owned()),
+                    None => kept.push_str(line),
+                }
+            }
+            if !kept.is_empty() {
+                events.push(EngineEvent::Output { cell, output: Output::Stream { name: StreamName::Stderr, text: kept } });
+            }
+        }
+        for name in lost {
+            let text = format!(
+                "`{name}` was lost: the type of its value was defined again (a `struct`, `enum` or \
+                 other type it holds was written anew), and a value made with the old definition \
+                 cannot be kept as one of the new. Run the code that makes `{name}` again.\n"
+            );
+            events.push(EngineEvent::Output { cell: None, output: Output::Stream { name: StreamName::Stderr, text } });
+        }
+        events
+    }
 }
 
 /// Reads user-process records on a background thread for as long as the kernel lives.
 pub(crate) struct OutputReader {
     shared: Arc<(Mutex<Shared>, Condvar)>,
+    /// For held text released when a cell ends without starting.
+    sink: EventSink,
 }
 
 impl OutputReader {
     pub fn start(listener: UnixListener, sink: EventSink) -> OutputReader {
         let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
         let reader_shared = Arc::clone(&shared);
+        let reader_sink = Arc::clone(&sink);
         std::thread::Builder::new()
             .name("user-output".into())
             .spawn(move || {
                 // One connection per user process; a restarted process connects again.
                 for connection in listener.incoming().flatten() {
-                    read_connection(connection, &reader_shared, &sink);
+                    read_connection(connection, &reader_shared, &reader_sink);
                 }
             })
             .expect("could not start the output reader thread");
-        OutputReader { shared }
+        OutputReader { shared, sink }
     }
 
     /// Prepares for a new cell run.
@@ -100,7 +160,13 @@ impl OutputReader {
             .unwrap();
         shared.input = None;
         shared.interrupt_when_started = false;
-        std::mem::take(&mut shared.fate)
+        let held = shared.held_stderr.release();
+        let fate = std::mem::take(&mut shared.fate);
+        drop(shared);
+        for event in held {
+            (self.sink)(event);
+        }
+        fate
     }
 
     /// Interrupts the running cell: at once when it runs, or as soon as it starts running
@@ -183,11 +249,17 @@ fn handle_record(
                 state.fate.error_text.push_str(&text);
                 return;
             }
+            // Between a cell's sending (`input` set) and its start (`fate.cell` set).
+            if name == StreamName::Stderr && state.input.is_some() && state.fate.cell.is_none() {
+                state.held_stderr.pieces.push((cell, text));
+                return;
+            }
             drop(state);
             sink(EngineEvent::Output { cell, output: Output::Stream { name, text } });
         }
         protocol::CELL_START => {
             let number = payload_text.trim().parse().ok();
+            let held = state.held_stderr.release();
             state.current_cell = number;
             state.fate.cell = number;
             if std::mem::take(&mut state.interrupt_when_started) {
@@ -196,6 +268,9 @@ fn handle_record(
                 }
             }
             drop(state);
+            for event in held {
+                sink(event);
+            }
             if let Some(number) = number {
                 sink(EngineEvent::CellStarted(number));
             }
@@ -248,5 +323,46 @@ fn handle_record(
             let _ = replies.write_all(reply.as_bytes());
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streams(events: &[EngineEvent]) -> Vec<(Option<u64>, String)> {
+        events
+            .iter()
+            .map(|event| match event {
+                EngineEvent::Output { cell, output: Output::Stream { name: StreamName::Stderr, text } } => (*cell, text.clone()),
+                _ => panic!("only stderr text is held"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn evcxr_lost_variable_lines_become_a_message_for_the_running_cell() {
+        let mut held = HeldStderr::default();
+        // One eprintln! arrives in pieces; a task of cell 2 prints meanwhile.
+        held.pieces.push((Some(3), "The type of the variable p".into()));
+        held.pieces.push((Some(3), " was redefined, so was lost.\n".into()));
+        held.pieces.push((Some(2), "task of cell 2\n".into()));
+        let released = streams(&held.release());
+        assert_eq!(released[0], (Some(2), "task of cell 2\n".to_owned()));
+        assert_eq!(released.len(), 2);
+        assert_eq!(released[1].0, None);
+        assert!(released[1].1.starts_with("`p` was lost: the type of its value was defined again"), "{}", released[1].1);
+        assert!(held.release().is_empty(), "released once");
+    }
+
+    #[test]
+    fn other_held_text_is_released_unchanged_where_it_belonged() {
+        let mut held = HeldStderr::default();
+        held.pieces.push((Some(4), "warning: the type of the variable is fine\n".into()));
+        held.pieces.push((Some(4), "no newline".into()));
+        assert_eq!(
+            streams(&held.release()),
+            vec![(Some(4), "warning: the type of the variable is fine\nno newline".to_owned())]
+        );
     }
 }

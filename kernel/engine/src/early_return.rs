@@ -1,0 +1,152 @@
+//! A `return` in a cell's own code, outside any function, closure or async block the cell
+//! defines. evcxr runs a cell as the body of a function that ends by putting the variables the
+//! cell used or made back in its store; a `return` skips that, so they are lost without a word,
+//! and the next cell, finding one missing, aborts the user process with every variable and
+//! task in it. The kernel refuses such a cell before it runs. (`?` is evcxr's own early exit,
+//! handled there; `break` and `continue` outside a loop do not compile.)
+
+use crate::is_complete::walk_code;
+
+/// The byte offset of the first `return` at the cell's own level, if any.
+pub(crate) fn cell_level_return(code: &str) -> Option<usize> {
+    let tokens = tokens(code);
+    // For each open `{`: whether it starts the body of a function, closure, async block or
+    // `macro_rules!` (a `return` inside belongs to that, not to the cell).
+    let mut open: Vec<bool> = Vec::new();
+    // A `fn` or `macro_rules` was seen and its `{` has not come yet.
+    let mut item_header = false;
+    // A closure's `|..|` and `-> Type` were seen: its `{` is next.
+    let mut closure_header = false;
+    let mut index = 0;
+    while index < tokens.len() {
+        let (offset, token) = tokens[index];
+        let previous = index.checked_sub(1).map(|before| tokens[before].1);
+        match token {
+            "{" => {
+                let body = item_header
+                    || closure_header
+                    || previous == Some("async")
+                    || (previous == Some("move") && index >= 2 && tokens[index - 2].1 == "async");
+                open.push(body);
+                item_header = false;
+                closure_header = false;
+            }
+            "}" => {
+                open.pop();
+                item_header = false;
+            }
+            ";" => item_header = false,
+            "fn" | "macro_rules" => item_header = true,
+            "return" if !open.contains(&true) => return Some(offset),
+            "|" | "||" if starts_closure(previous) => {
+                if token == "|" {
+                    // Skip the parameters to the closing `|`.
+                    index += 1;
+                    while index < tokens.len() && tokens[index].1 != "|" {
+                        index += 1;
+                    }
+                }
+                // A closure's body is a block only when one follows, after a return type.
+                closure_header = matches!(tokens.get(index + 1), Some((_, "{" | "->")));
+            }
+            _ => {}
+        }
+        index += 1;
+    }
+    None
+}
+
+/// Whether a `|` after `previous` starts a closure rather than being an "or".
+fn starts_closure(previous: Option<&str>) -> bool {
+    match previous {
+        None => true,
+        Some(token) => matches!(
+            token,
+            "(" | "[" | "{" | "}" | "," | ";" | "=" | ">" | ":" | "move" | "async" | "return"
+        ),
+    }
+}
+
+/// Words (identifiers and keywords), `||`, `->` and single punctuation characters, with byte
+/// offsets; strings, characters and comments are left out.
+fn tokens(code: &str) -> Vec<(usize, &str)> {
+    let mut characters = Vec::new();
+    walk_code(code, |offset, character| {
+        characters.push((offset, character));
+        true
+    });
+    let mut tokens = Vec::new();
+    let mut index = 0;
+    while index < characters.len() {
+        let (start, character) = characters[index];
+        let is_word = |c: char| c.is_alphanumeric() || c == '_';
+        if character.is_whitespace() {
+            index += 1;
+            continue;
+        }
+        let mut end = index + 1;
+        if is_word(character) {
+            while end < characters.len() && is_word(characters[end].1) && characters[end].0 == characters[end - 1].0 + characters[end - 1].1.len_utf8() {
+                end += 1;
+            }
+        } else if let Some(&(next_offset, next)) = characters.get(index + 1) {
+            let adjacent = next_offset == start + character.len_utf8();
+            if adjacent && matches!((character, next), ('|', '|') | ('-', '>')) {
+                end += 1;
+            }
+        }
+        let (last_offset, last) = characters[end - 1];
+        tokens.push((start, &code[start..last_offset + last.len_utf8()]));
+        index = end;
+    }
+    tokens
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(code: &str) -> Option<&str> {
+        cell_level_return(code).map(|offset| &code[offset..offset + "return".len()])
+    }
+
+    #[test]
+    fn a_return_in_the_cells_own_code_is_found() {
+        assert_eq!(found("let b = 1;\nif b > 0 { return; }\nprintln!(\"after\");"), Some("return"));
+        assert_eq!(cell_level_return("return 5;"), Some(0));
+        assert_eq!(found("for x in 0..3 { if x == 1 { return Ok(()); } }"), Some("return"));
+        assert_eq!(found("tokio::select! { _ = a => { return; } }"), Some("return"));
+        let code = "let f = |x| x + 1;\nmatch f(1) { 2 => return, _ => {} }";
+        assert_eq!(cell_level_return(code), code.find("return"));
+    }
+
+    #[test]
+    fn a_return_inside_what_the_cell_defines_is_its_own() {
+        for code in [
+            "fn f(x: u32) -> u32 { if x > 1 { return x; } 0 }",
+            "async fn g() -> Result<(), String> { return Ok(()); }\ng().await.unwrap();",
+            "let h = tokio::spawn(async move { return 1; });",
+            "let c = |x: u32| { return x; };",
+            "let c = move |x: u32| -> u32 { if x > 1 { return x; } 0 };",
+            "let v: Vec<u32> = (0..3).map(|x| { return x * 2; }).collect();",
+            "let c = || { return 1; };",
+            "let a = async { return 2; };",
+            "impl Foo { fn get(&self) -> u32 { return self.0; } }",
+            "trait T { fn f(&self) -> u32 { return 1; } }",
+            "macro_rules! bail { () => { return; }; }",
+            "let f: fn() -> u32 = g;\nfn g() -> u32 { return 3; }",
+            "let s = \"return\"; // return\n/* return */ let r#type = 1;",
+            "let returned = 1; let x = returned_value(returned);",
+            "let ok = a || b; let c = |x| x;",
+            "struct S { f: fn() -> u32 }\nfn make() -> S { return S { f: || 1 }; }",
+        ] {
+            assert_eq!(cell_level_return(code), None, "{code}");
+        }
+    }
+
+    #[test]
+    fn a_closure_without_braces_does_not_hide_a_later_block() {
+        let code = "for y in v.iter().map(|x| x + 1) { if y > 2 { return; } }";
+        assert_eq!(cell_level_return(code), code.find("return"));
+    }
+}
