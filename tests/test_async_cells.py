@@ -117,6 +117,18 @@ def test_an_error_in_a_cell_keeping_a_future_shows_the_cell_as_written(kc):
     assert "Pending" not in traceback and "impl Future<Output = i32>" in traceback, traceback
 
 
+def test_a_boxed_future_and_a_timeout_are_kept_and_awaited_later(kc):
+    ok(*run(kc, "async fn slow_double(n: u64) -> u64 {\n"
+                "    tokio::time::sleep(std::time::Duration::from_millis(100)).await;\n"
+                "    n * 2\n"
+                "}"))
+    ok(*run(kc, "let boxed = Box::pin(slow_double(21));\n"
+                "let limited = tokio::time::timeout(std::time::Duration::from_millis(10), slow_double(1));"))
+    reply, msgs = run(kc, "(boxed.await, limited.await.is_err())")
+    ok(reply, msgs)
+    assert result_text(msgs) == "(42, true)"
+
+
 def test_a_non_send_future_is_kept_and_awaited_later(kc):
     ok(*run(kc, "let shared = std::rc::Rc::new(20);\n"
                 "let plus_one = async move { *shared + 1 };"))

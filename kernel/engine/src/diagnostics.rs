@@ -499,13 +499,23 @@ pub(crate) fn evaluation_error(message: &str) -> CellError {
         // collection. evcxr's advice (`Box<dyn Debug>`) does not fit a future.
         let name = first_line.split('`').nth(1).unwrap_or("fut");
         traceback.push(hint_line(&format!(
-            "only a future bound alone, `let {name} = make();`, can be kept for a later cell, \
-             not one inside a tuple, an `Option` or a collection. Bind each future by its own \
+            "only a future bound alone (`let {name} = make();`, also `Box::pin(make())` or \
+             `tokio::time::timeout(d, make())`) can be kept for a later cell, not one inside a \
+             tuple, an `Option`, a collection or another type. Bind each future by its own \
              `let`; or await them in this cell (`let (a, b) = tokio::join!(f(1), f(2));`) and \
              keep the results; or, to keep many, box them: \
              `let {name}: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = u64> + Send>>> = \
              ..map(|i| Box::pin(async move {{ .. }}) as _).collect();`. Code in a `{{ }}` block \
              keeps nothing."
+        )));
+        return CellError { name: "EvaluationError".into(), message: first_line.to_owned(), traceback };
+    }
+    if first_line.contains("cannot be persisted") && first_line.contains("impl AsyncFn") {
+        let name = first_line.split('`').nth(1).unwrap_or("f");
+        traceback.push(hint_line(&format!(
+            "an async closure's type has no name, so `{name}` cannot be kept for a later cell. \
+             Write it as an `async fn` (functions are kept: `async fn {name}(x: u32) -> u32 {{ x * 2 }}`), \
+             or use it only in this cell, inside a `{{ }}` block."
         )));
         return CellError { name: "EvaluationError".into(), message: first_line.to_owned(), traceback };
     }
@@ -725,6 +735,19 @@ mod tests {
         );
         let traceback = error.traceback.join("\n");
         assert!(traceback.contains("let add_one: Box<dyn Fn("), "{traceback}");
+        assert!(!traceback.contains("evcxr") && !error.message.contains("evcxr"), "{traceback}");
+    }
+
+    #[test]
+    fn a_kept_async_closure_gets_a_hint_to_write_an_async_fn() {
+        let error = evaluation_error(
+            "The variable `double` has type `impl AsyncFn(u32) -> u32` which cannot be persisted.\n\
+             You might be able to fix this by creating a `Box<dyn YourType>`. e.g.\n\
+             let v: Box<dyn core::fmt::Debug> = Box::new(foo());\nAlternatively, you can prevent \
+             evcxr from attempting to persist\nthe variable by wrapping your code in braces.",
+        );
+        let traceback = error.traceback.join("\n");
+        assert!(traceback.contains("async fn double("), "{traceback}");
         assert!(!traceback.contains("evcxr") && !error.message.contains("evcxr"), "{traceback}");
     }
 

@@ -10,12 +10,25 @@
 
 use crate::is_complete::walk_code;
 
+/// The future types evcxr refuses that are kept all the same, as (how the type starts, how it
+/// ends, the future's output for the `T` of `impl Future<Output = T>` inside).
+const KEPT_FUTURE_TYPES: [(&str, &str, &str); 3] = [
+    ("impl Future<Output = ", ">", "{}"),
+    // `Box::pin(make())`
+    ("std::pin::Pin<Box<impl Future<Output = ", ">>>", "{}"),
+    // `tokio::time::timeout(duration, make())`
+    ("tokio::time::Timeout<impl Future<Output = ", ">>", "::std::result::Result<{}, ::tokio::time::error::Elapsed>"),
+];
+
 /// From evcxr's refusal, the variable and the future's output type.
 pub(crate) fn unpersistable_future(message: &str) -> Option<(String, String)> {
     let rest = message.strip_prefix("The variable `")?;
-    let (name, rest) = rest.split_once("` has type `impl Future<Output = ")?;
-    let (output, _) = rest.split_once(">` which cannot be persisted")?;
-    Some((name.to_owned(), output.to_owned()))
+    let (name, rest) = rest.split_once("` has type `")?;
+    let (type_name, _) = rest.split_once("` which cannot be persisted")?;
+    KEPT_FUTURE_TYPES.iter().find_map(|(start, end, output)| {
+        let inner = type_name.strip_prefix(start)?.strip_suffix(end)?;
+        Some((name.to_owned(), output.replace("{}", inner)))
+    })
 }
 
 /// Rewrites `let [mut] NAME = EXPR;` in `code` to keep the future as `tokio::Pending<OUTPUT>`:
@@ -266,6 +279,15 @@ mod tests {
             unpersistable_future(message),
             Some(("result".into(), "&'static str".into()))
         );
+        let boxed = "The variable `b` has type `std::pin::Pin<Box<impl Future<Output = u64>>>` which cannot be persisted.";
+        assert_eq!(unpersistable_future(boxed), Some(("b".into(), "u64".into())));
+        let timeout = "The variable `t` has type `tokio::time::Timeout<impl Future<Output = Vec<u8>>>` which cannot be persisted.";
+        assert_eq!(
+            unpersistable_future(timeout),
+            Some(("t".into(), "::std::result::Result<Vec<u8>, ::tokio::time::error::Elapsed>".into()))
+        );
+        let in_tuple = "The variable `p` has type `(impl Future<Output = u64>, impl Future<Output = u64>)` which cannot be persisted.";
+        assert_eq!(unpersistable_future(in_tuple), None);
     }
 
     #[test]
