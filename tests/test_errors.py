@@ -17,6 +17,7 @@ from conftest import (
     stream_text,
     summary,
     the_error,
+    wait_for_iopub,
 )
 
 
@@ -190,13 +191,41 @@ def test_kernel_survives_panic(kc):
 
 
 def test_process_exit_restarts(kc):
-    reply, msgs = run(kc, "std::process::exit(3);", timeout=120)
+    reply, msgs = run(kc, 'println!("last words");\nstd::process::exit(3);', timeout=120)
     err = the_error(msgs)
     assert_error_reply(reply, err, "KernelRestarted")
+    assert "std::process::exit` (exit status: 3)" in err["content"]["evalue"], err["content"]["evalue"]
+    # What the cell printed just before is not lost with the process.
+    assert stream_text(msgs, "stdout") == "last words\n", [summary(m) for m in msgs]
     # The next cell runs in the fresh process.
     reply, msgs = run(kc, "let y = 2; y", timeout=120)
     assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
     assert result_text(msgs) == "2"
+
+
+def test_a_task_that_ends_the_process_while_idle_is_told_at_once_and_blames_no_later_cell(kc):
+    ok_reply, _ = run(kc, "let kept = 5;")
+    assert ok_reply["content"]["status"] == "ok", ok_reply["content"]
+    msg_id = kc.execute(
+        "tokio::spawn(async {\n"
+        "    tokio::time::sleep(std::time::Duration::from_millis(300)).await;\n"
+        "    println!(\"the task says goodbye\");\n"
+        "    std::process::exit(3);\n"
+        "});"
+    )
+    assert get_reply(kc, msg_id, 120)["content"]["status"] == "ok"
+    # Told under the cell whose output came last (this one), while nothing runs.
+    told = wait_for_iopub(
+        kc, msg_id, lambda m: m["msg_type"] == "stream" and "ended while no cell was running" in m["content"]["text"], 20
+    )
+    assert "std::process::exit" in told[-1]["content"]["text"], told[-1]["content"]["text"]
+    assert "the task says goodbye" in "".join(m["content"].get("text", "") for m in told), told
+    # The next cell runs at once in the new process; only the variables are gone.
+    reply, msgs = run(kc, "1 + 1", timeout=120)
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    assert result_text(msgs) == "2"
+    reply, _ = run(kc, "kept")
+    assert reply["content"]["ename"] == "CompileError", reply["content"]
 
 
 def test_no_tool_chatter(kc):

@@ -456,18 +456,8 @@ pub(crate) fn interrupted_by_restart() -> CellError {
 pub(crate) fn process_died(detail: &str, panic: Option<&PanicRecord>) -> CellError {
     let detail = detail.trim();
     let status = detail.lines().last().unwrap_or("no detail");
-    let cause = if status.contains("SIGSEGV") || status.contains("SIGBUS") {
-        "it crashed: the code touched memory it must not (a segmentation fault, usually from \
-         `unsafe` code or a stack overflow)"
-    } else if status.contains("SIGKILL") {
-        "it was killed, perhaps for using too much memory"
-    } else if status.contains("SIGABRT") {
-        "it aborted (for example a panic while panicking, or `std::process::abort`)"
-    } else if status.contains("exit status") {
-        "the code called `std::process::exit`"
-    } else {
-        "it ended unexpectedly"
-    };
+    let status = status.strip_prefix("Subprocess terminated with status: ").unwrap_or(status);
+    let cause = death_cause(status);
     let message = format!(
         "The process running your code died: {cause} ({status}). The kernel restarted it: all \
          variables and running tasks were lost; functions, types and `use` items you defined \
@@ -480,6 +470,34 @@ pub(crate) fn process_died(detail: &str, panic: Option<&PanicRecord>) -> CellErr
     }
     traceback.extend(detail.lines().map(str::to_owned));
     CellError { name: "KernelRestarted".into(), message, traceback }
+}
+
+/// What is told when the user process ended while no cell ran (a task called
+/// `std::process::exit`, or crashed) and the kernel started a new one. `status` is the
+/// process's exit status as Rust shows it.
+pub(crate) fn process_ended_between_cells(status: &str) -> String {
+    format!(
+        "The process running your code ended while no cell was running (so in a spawned task \
+         or thread): {} ({status}). The kernel started a new one: all variables and running \
+         tasks were lost; functions, types and `use` items you defined are kept.\n",
+        death_cause(status)
+    )
+}
+
+/// Why the user process ended, from its exit status.
+fn death_cause(status: &str) -> &'static str {
+    if status.contains("SIGSEGV") || status.contains("SIGBUS") {
+        "it crashed: the code touched memory it must not (a segmentation fault, usually from \
+         `unsafe` code or a stack overflow)"
+    } else if status.contains("SIGKILL") {
+        "it was killed, perhaps for using too much memory"
+    } else if status.contains("SIGABRT") {
+        "it aborted (for example a panic while panicking, or `std::process::abort`)"
+    } else if status.contains("exit status") {
+        "the code called `std::process::exit`"
+    } else {
+        "it ended unexpectedly"
+    }
 }
 
 pub(crate) fn evaluation_error(message: &str) -> CellError {

@@ -383,7 +383,30 @@ impl Engine {
         }
     }
 
+    /// When the user process ended while no cell ran it (a task called `std::process::exit`,
+    /// or crashed), starts a new one at once and says so under the cell whose output came
+    /// last: the student learns it when it happens, and the next cell is not blamed for it
+    /// (nor kept waiting for a dead process). Called while idle; returns whether it had ended.
+    pub fn restart_if_process_ended(&mut self) -> bool {
+        let cell = self.output.last_output_cell();
+        self.replace_ended_process(cell)
+    }
+
+    fn replace_ended_process(&mut self, credit_to: Option<u64>) -> bool {
+        let status = self.process.lock().ok().and_then(|mut child| child.try_wait().ok().flatten());
+        let Some(status) = status else { return false };
+        let text = diagnostics::process_ended_between_cells(&status.to_string());
+        (self.sink)(EngineEvent::Output { cell: credit_to, output: Output::Stream { name: StreamName::Stderr, text } });
+        if let Err(error) = self.restart_user_process() {
+            let text = format!("{}\n", error.message);
+            (self.sink)(EngineEvent::Output { cell: credit_to, output: Output::Stream { name: StreamName::Stderr, text } });
+        }
+        true
+    }
+
     fn execute_code(&mut self, code: &str, input: InputReader, interrupts_at_send: u64) -> CellOutcome {
+        // Ended before this cell: said under this cell, which then runs in a new process.
+        self.replace_ended_process(None);
         let pid = self.process.lock().ok().map(|child| child.id() as i32);
         self.killed_by_interrupt.store(false, Ordering::SeqCst);
         self.output.begin_cell(input, pid);

@@ -186,6 +186,11 @@ impl OutputReader {
         }
     }
 
+    /// The cell that the latest output was credited to.
+    pub fn last_output_cell(&self) -> Option<u64> {
+        self.shared.0.lock().unwrap().current_cell
+    }
+
     /// How many interrupt requests have arrived so far.
     pub fn interrupts(&self) -> u64 {
         self.shared.0.lock().unwrap().interrupts

@@ -6,6 +6,7 @@
 use rust_async_engine::runtime_library::RuntimeLibrary;
 use rust_async_engine::{CellOutcome, Completions, Engine, EngineEvent, InputReader, Interrupter, Session};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc::UnboundedReceiver, mpsc::UnboundedSender, oneshot};
 
 pub enum Job {
@@ -61,13 +62,17 @@ pub struct StartedEngine {
 /// `Engine::warm_up_step`) once it has sat idle this long after a cell: a student reading between
 /// cells does not wait for it, while cells sent back to back (Run All, nbconvert) never queue
 /// behind it.
-const IDLE_BEFORE_WARM_UP: std::time::Duration = std::time::Duration::from_millis(500);
+const IDLE_BEFORE_WARM_UP: Duration = Duration::from_millis(500);
 
 /// The same before the first cell, counted from when the engine is up. Longer: the first cell
 /// of a notebook opened and run at once needs no analysis unless it has a `let`, and should not
 /// wait for a step of the warm-up; a student who reads the notebook's introduction first gets
 /// the warm-up done before a first cell with a `let`.
-const IDLE_BEFORE_FIRST_WARM_UP: std::time::Duration = std::time::Duration::from_secs(2);
+const IDLE_BEFORE_FIRST_WARM_UP: Duration = Duration::from_secs(2);
+
+/// How often an idle engine checks that the user process is still there (a task may end it:
+/// `std::process::exit`, a crash), to start a new one and say so when it happens.
+const PROCESS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 const ENGINE_STACK_BYTES: usize = 256 << 20;
 
@@ -103,19 +108,27 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
             let _ = interrupter_sender.send(engine.interrupter());
             let mut ran_a_cell = false;
             let mut warmed_up = false;
+            // Since the last job or warm-up step.
+            let mut idle_since = Instant::now();
             loop {
-                let job = if warmed_up {
-                    job_queue.recv().ok()
-                } else {
-                    let idle = if ran_a_cell { IDLE_BEFORE_WARM_UP } else { IDLE_BEFORE_FIRST_WARM_UP };
-                    match job_queue.recv_timeout(idle) {
-                        Ok(job) => Some(job),
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                let warm_up_at = (!warmed_up).then(|| {
+                    idle_since + if ran_a_cell { IDLE_BEFORE_WARM_UP } else { IDLE_BEFORE_FIRST_WARM_UP }
+                });
+                let wait = warm_up_at
+                    .map_or(PROCESS_CHECK_INTERVAL, |at| at.saturating_duration_since(Instant::now()))
+                    .min(PROCESS_CHECK_INTERVAL);
+                let job = match job_queue.recv_timeout(wait) {
+                    Ok(job) => Some(job),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        // First: a warm-up step needs the user process.
+                        let _ = guarded(|| engine.restart_if_process_ended());
+                        if warm_up_at.is_some_and(|at| Instant::now() >= at) {
                             warmed_up = warm_up_step_finishes(&mut engine);
-                            continue;
+                            idle_since = Instant::now();
                         }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                        continue;
                     }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
                 };
                 let Some(job) = job else { return };
                 match job {
@@ -159,6 +172,7 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
                         }
                     }
                 }
+                idle_since = Instant::now();
             }
         })
         .expect("could not start the engine thread");
