@@ -129,6 +129,18 @@ def test_a_boxed_future_and_a_timeout_are_kept_and_awaited_later(kc):
     assert result_text(msgs) == "(42, true)"
 
 
+def test_a_future_used_up_by_await_is_explained_when_used_again(kc):
+    ok(*run(kc, "let once_only = async { 1 };"))
+    ok(*run(kc, "once_only.await"))
+    reply, msgs = run(kc, "once_only.await")
+    assert reply["content"]["ename"] == "CompileError", reply["content"]
+    traceback = plain("\n".join(reply["content"]["traceback"]))
+    assert "`once_only` was a variable of an earlier cell, and is gone" in traceback, traceback
+    # A name that never was a variable gets no such hint.
+    reply, _ = run(kc, "never_made_this")
+    assert "was a variable of an earlier cell" not in plain("\n".join(reply["content"]["traceback"]))
+
+
 def test_a_non_send_future_is_kept_and_awaited_later(kc):
     ok(*run(kc, "let shared = std::rc::Rc::new(20);\n"
                 "let plus_one = async move { *shared + 1 };"))

@@ -568,6 +568,32 @@ pub(crate) fn refuse_tokio_dependency(code: &str) -> Option<CellError> {
     Some(one_line_error("DependencyError", message))
 }
 
+/// For each "cannot find value `x`" (E0425) of `error` where `x` was a variable of an
+/// earlier cell (`was_kept`): a hint that it is gone and why that happens. In async code it
+/// is common: `.await` on a kept future or `JoinHandle` uses it up.
+pub(crate) fn add_gone_variable_hints(error: &mut CellError, was_kept: impl Fn(&str) -> bool) {
+    const NOT_FOUND: &str = "cannot find value `";
+    let text = error.traceback.join("\n");
+    let mut named = Vec::new();
+    for (index, _) in text.match_indices(NOT_FOUND) {
+        let rest = &text[index + NOT_FOUND.len()..];
+        if let Some((name, _)) = rest.split_once('`') {
+            if was_kept(name) && !named.contains(&name) {
+                named.push(name);
+            }
+        }
+    }
+    for name in named {
+        error.traceback.push(hint_line(&format!(
+            "`{name}` was a variable of an earlier cell, and is gone: a cell used it up \
+             (`.await` on a kept future or `JoinHandle` consumes it; so does moving it into a \
+             task, a `select!` or a function, or `let other = {name};`), or a cell that stopped \
+             early had moved it, or the process running your code was restarted. Run the code \
+             that makes it again."
+        )));
+    }
+}
+
 /// A `return` in the cell's own code (see `early_return`): refused before it runs.
 pub(crate) fn refuse_cell_level_return(code: &str) -> Option<CellError> {
     // Leading command and `!` shell lines are not Rust.
@@ -669,6 +695,16 @@ mod tests {
         assert!(traceback.contains("cell line 3, column 12"), "{traceback}");
         assert!(traceback.contains("async fn"), "{traceback}");
         assert!(refuse_cell_level_return("!echo return\nfn f() { return; }").is_none());
+    }
+
+    #[test]
+    fn a_variable_gone_since_an_earlier_cell_gets_a_hint() {
+        let mut error = one_line_error("CompileError", "error[E0425]: cannot find value `fut` in this scope".into());
+        add_gone_variable_hints(&mut error, |name| name == "fut");
+        assert!(error.traceback.last().unwrap().contains("`fut` was a variable of an earlier cell"), "{:?}", error.traceback);
+        let mut never_made = one_line_error("CompileError", "error[E0425]: cannot find value `typo` in this scope".into());
+        add_gone_variable_hints(&mut never_made, |name| name == "fut");
+        assert_eq!(never_made.traceback.len(), 1);
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub use analysis::{original_src_path, restore_environment};
 pub use output::{EventSink, InputReader};
 
 use output::{CellFate, OutputReader};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -133,6 +134,8 @@ pub struct Engine {
     final_value_format: FinalValueFormat,
     /// Where evcxr's output events go; the engine adds its own warnings.
     sink: EventSink,
+    /// Every variable name a cell has kept so far: one that is gone since gets a hint.
+    kept_variables: HashSet<String>,
     /// Cell sources and evcxr's working files; removed when the engine is dropped.
     work_dir: tempfile::TempDir,
 }
@@ -282,6 +285,7 @@ impl Engine {
             type_inference_warm: false,
             final_value_format: FinalValueFormat::default(),
             sink,
+            kept_variables: HashSet::new(),
             work_dir,
         })
     }
@@ -503,7 +507,16 @@ impl Engine {
             }
         }
         let killed_by_interrupt = self.killed_by_interrupt.swap(false, Ordering::SeqCst);
-        outcome(&code, written, &source, result, fate, killed_by_interrupt)
+        let mut outcome = outcome(&code, written, &source, result, fate, killed_by_interrupt);
+        let variables: HashSet<String> = self.context.variables_and_types().map(|(name, _)| name.to_owned()).collect();
+        if let CellOutcome::Failure(error) = &mut outcome {
+            if error.name == "CompileError" {
+                let kept_before = &self.kept_variables;
+                diagnostics::add_gone_variable_hints(error, |name| kept_before.contains(name) && !variables.contains(name));
+            }
+        }
+        self.kept_variables.extend(variables);
+        outcome
     }
 
     /// evcxr's `:restart` puts back the variables it had before the restart (it took its state
