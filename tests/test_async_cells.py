@@ -429,7 +429,7 @@ def test_a_dep_that_is_not_on_this_machine_says_the_kernel_is_offline(kc):
     assert "never downloads" in plain("\n".join(reply["content"]["traceback"]))
 
 
-@pytest.mark.parametrize("command", [":quit", ":toolchain nightly", ":allow_static_linking 0"])
+@pytest.mark.parametrize("command", [":quit", ":toolchain nightly", ":allow_static_linking 0", ":offline 0"])
 def test_a_command_that_would_break_the_kernel_is_refused_and_the_kernel_goes_on(kc, command):
     ok(*run(kc, "let still_here = 5;"))
     reply, msgs = run(kc, command, timeout=30)
@@ -439,6 +439,15 @@ def test_a_command_that_would_break_the_kernel_is_refused_and_the_kernel_goes_on
     reply, msgs = run(kc, "tokio::task::yield_now().await;\nstill_here + 1")
     ok(reply, msgs)
     assert result_text(msgs) == "6"
+
+
+def test_help_lists_the_commands_that_work_here(kc):
+    reply, msgs = run(kc, ":help")
+    ok(reply, msgs)
+    text = result_text(msgs)
+    assert ":vars" in text and ":restart" in text and ":dep" in text, text
+    # Internal or refused commands are not offered as if they worked.
+    assert ":internal_debug" not in text and ":quit  " not in text, text
 
 
 def test_spawning_a_non_send_value_gets_a_hint(kc):

@@ -528,6 +528,16 @@ pub(crate) fn evaluation_error(message: &str) -> CellError {
         )));
         return CellError { name: "EvaluationError".into(), message: first_line.to_owned(), traceback };
     }
+    if first_line.starts_with("Couldn't automatically determine type of variable") {
+        let name = first_line.split('`').nth(1).unwrap_or("x");
+        traceback.push(hint_line(&format!(
+            "a variable kept for later cells needs a type the kernel can write out, and \
+             rust-analyzer could not work out the type of `{name}`. Write it on the `let` \
+             (`let {name}: Type = ...;`). If `{name}` is only needed in this cell, put the code \
+             in a `{{ }}` block, which keeps nothing."
+        )));
+        return CellError { name: "EvaluationError".into(), message: first_line.to_owned(), traceback };
+    }
     if first_line.contains("cannot be persisted") && first_line.contains("impl AsyncFn") {
         let name = first_line.split('`').nth(1).unwrap_or("f");
         traceback.push(hint_line(&format!(
@@ -633,6 +643,10 @@ pub(crate) fn refuse_unsupported_command(code: &str) -> Option<CellError> {
                 "cells must link the kernel's one shared copy of tokio, and evcxr's dynamic \
                  linking of dependencies does not work with this Rust version."
             }
+            (":offline", Some(setting)) if setting != "1" => {
+                "this kernel never downloads while it runs (a class on one server, an exam room \
+                 offline): crates come from this machine's cargo cache, filled at set-up."
+            }
             // evcxr's cache works through its own rustc wrapper, which the kernel's replaces.
             (":cache", Some(size)) if size != "0" => {
                 "evcxr's cache of compiled crates needs its own rustc wrapper, and every cell \
@@ -654,12 +668,12 @@ mod tests {
     #[test]
     fn commands_that_would_break_the_kernel_are_refused() {
         for command in [":quit", "  :toolchain nightly", ":allow_static_linking 0", ":allow_static_linking",
-                        ":allow_static_linking true", ":allow_static_linking 1 ", ":cache 500"] {
+                        ":allow_static_linking true", ":allow_static_linking 1 ", ":cache 500", ":offline 0"] {
             let error = refuse_unsupported_command(&format!("// first\n{command}\nlet x = 1;")).unwrap();
             assert_eq!(error.name, "UnsupportedCommand");
             assert!(error.message.contains(command.trim()), "{}", error.message);
         }
-        for fine in [":toolchain", ":allow_static_linking 1", ":vars", "let quit = 1;", "let x = 1;\n:quit", ":cache 0"] {
+        for fine in [":toolchain", ":allow_static_linking 1", ":vars", "let quit = 1;", "let x = 1;\n:quit", ":cache 0", ":offline 1"] {
             assert!(refuse_unsupported_command(fine).is_none(), "{fine}");
         }
     }
@@ -790,6 +804,13 @@ mod tests {
         let traceback = error.traceback.join("\n");
         assert!(traceback.contains("let add_one: Box<dyn Fn("), "{traceback}");
         assert!(!traceback.contains("evcxr") && !error.message.contains("evcxr"), "{traceback}");
+    }
+
+    #[test]
+    fn a_variable_of_unknown_type_gets_a_hint_to_write_it() {
+        let error = evaluation_error("Couldn't automatically determine type of variable `rt`.\nPlease give it an explicit type.");
+        let traceback = error.traceback.join("\n");
+        assert!(traceback.contains("let rt: Type"), "{traceback}");
     }
 
     #[test]

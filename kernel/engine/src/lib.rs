@@ -356,6 +356,13 @@ impl Engine {
         if self.output.interrupts() > interrupts_at_send {
             return CellOutcome::Failure(diagnostics::interrupted_before_start());
         }
+        if code.trim() == ":help" {
+            // evcxr's list names commands that this kernel refuses or that only serve evcxr's
+            // own debugging.
+            let mut result = serde_json::Map::new();
+            result.insert("text/plain".into(), COMMANDS_HELP.into());
+            return CellOutcome::Success { result: Some(result) };
+        }
         if analysis::needs_types(code) {
             if let Err(error) = self.ensure_full_analysis() {
                 return CellOutcome::Failure(error);
@@ -816,6 +823,26 @@ fn remove_abandoned_work_dirs() {
 }
 
 /// What a cell of only `:restart` shows.
+/// What `:help` shows: the commands that work in this kernel.
+const COMMANDS_HELP: &str = "\
+Commands go on the first lines of a cell, before any code.
+:vars               the variables kept so far, with their types
+:type NAME  (:t)    the type of one variable
+:doc NAME           documentation (or `NAME?` alone in a cell, e.g. `tokio::spawn?`)
+:restart            forget every variable and task (a new process); functions, types and `use` stay
+:clear              forget everything defined so far; tokio stays
+:dep NAME = \"VER\"   add a crate from this machine's cargo cache (nothing is downloaded)
+:show_deps          the crates added with :dep
+:opt 0|1|2          how much cells are optimised (2 for CPU-heavy work; 0 compiles fastest)
+:fmt {:#?}          how a cell's final value is shown (default {:?})
+:types              also show the type of a cell's final value (on/off)
+:efmt {:?}          how the error of a `?` is shown
+:timing             show how long each cell took (on/off)
+:explain            rustc's explanation of the last compile error
+:env KEY=VALUE      set an environment variable for your code
+:version            the evcxr version the kernel is built on
+Refused here, with why: :quit, :toolchain, :cache, :allow_static_linking 0, :offline 0.";
+
 const RESTARTED: &str = "The user-code process was restarted: variables and running tasks are gone; \
                          functions, types and `use` items are kept.";
 
