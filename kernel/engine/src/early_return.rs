@@ -10,34 +10,53 @@ use crate::is_complete::walk_code;
 /// The byte offset of the first `return` at the cell's own level, if any.
 pub(crate) fn cell_level_return(code: &str) -> Option<usize> {
     let tokens = tokens(code);
-    // For each open `{`: whether it starts the body of a function, closure, async block or
-    // `macro_rules!` (a `return` inside belongs to that, not to the cell).
+    // For each open bracket: whether it is the `{` of a body (function, closure, async block,
+    // `macro_rules!`): a `return` inside belongs to that, not to the cell.
     let mut open: Vec<bool> = Vec::new();
-    // A `fn` or `macro_rules` was seen and its `{` has not come yet.
-    let mut item_header = false;
-    // A closure's `|..|` and `-> Type` were seen: its `{` is next.
-    let mut closure_header = false;
+    // The bracket depth of an item (`fn name`, `macro_rules!`) whose body `{` is still to come.
+    let mut item_at: Option<usize> = None;
+    // A closure's `|..|` (and `-> Type`) were read and a block body follows.
+    let mut closure_block_next = false;
+    // The depths of closures whose body is an expression without braces (`|x| x + 1`,
+    // `move || loop { .. }`): each lasts until a `,` or `;` at its depth or its bracket closes.
+    let mut closure_expressions: Vec<usize> = Vec::new();
     let mut index = 0;
     while index < tokens.len() {
         let (offset, token) = tokens[index];
         let previous = index.checked_sub(1).map(|before| tokens[before].1);
+        let depth = open.len();
         match token {
-            "{" => {
-                let body = item_header
-                    || closure_header
-                    || previous == Some("async")
-                    || (previous == Some("move") && index >= 2 && tokens[index - 2].1 == "async");
+            "{" | "(" | "[" => {
+                let body = token == "{"
+                    && (item_at == Some(depth)
+                        || closure_block_next
+                        || previous == Some("async")
+                        || (previous == Some("move") && index >= 2 && tokens[index - 2].1 == "async"));
+                if body {
+                    item_at = None;
+                }
+                if token == "{" {
+                    closure_block_next = false;
+                }
                 open.push(body);
-                item_header = false;
-                closure_header = false;
             }
-            "}" => {
+            "}" | ")" | "]" => {
                 open.pop();
-                item_header = false;
+                closure_expressions.retain(|&at| at <= open.len());
+                item_at = item_at.filter(|&at| at <= open.len());
             }
-            ";" => item_header = false,
-            "fn" | "macro_rules" => item_header = true,
-            "return" if !open.contains(&true) => return Some(offset),
+            ";" | "," => {
+                closure_expressions.retain(|&at| at < depth);
+                if token == ";" && item_at == Some(depth) {
+                    item_at = None; // a declaration without a body (`fn f();` in a trait)
+                }
+            }
+            // `fn` before a name; `fn(u32) -> u32` is a pointer type, with no body.
+            "fn" if tokens.get(index + 1).is_some_and(|(_, next)| next.starts_with(is_word_char)) => {
+                item_at = Some(depth);
+            }
+            "macro_rules" => item_at = Some(depth),
+            "return" if !open.contains(&true) && closure_expressions.is_empty() => return Some(offset),
             "|" | "||" if starts_closure(previous) => {
                 if token == "|" {
                     // Skip the parameters to the closing `|`.
@@ -46,8 +65,11 @@ pub(crate) fn cell_level_return(code: &str) -> Option<usize> {
                         index += 1;
                     }
                 }
-                // A closure's body is a block only when one follows, after a return type.
-                closure_header = matches!(tokens.get(index + 1), Some((_, "{" | "->")));
+                // A return type (`-> T`) needs a block body.
+                closure_block_next = matches!(tokens.get(index + 1), Some((_, "{" | "->")));
+                if !closure_block_next {
+                    closure_expressions.push(depth);
+                }
             }
             _ => {}
         }
@@ -62,9 +84,14 @@ fn starts_closure(previous: Option<&str>) -> bool {
         None => true,
         Some(token) => matches!(
             token,
-            "(" | "[" | "{" | "}" | "," | ";" | "=" | ">" | ":" | "move" | "async" | "return"
+            "(" | "[" | "{" | "}" | "," | ";" | "=" | ">" | ":" | "&" | "*" | "!" | "mut" | "move" | "async"
+                | "return"
         ),
     }
+}
+
+fn is_word_char(character: char) -> bool {
+    character.is_alphanumeric() || character == '_'
 }
 
 /// Words (identifiers and keywords), `||`, `->` and single punctuation characters, with byte
@@ -79,7 +106,7 @@ fn tokens(code: &str) -> Vec<(usize, &str)> {
     let mut index = 0;
     while index < characters.len() {
         let (start, character) = characters[index];
-        let is_word = |c: char| c.is_alphanumeric() || c == '_';
+        let is_word = is_word_char;
         if character.is_whitespace() {
             index += 1;
             continue;
@@ -139,6 +166,17 @@ mod tests {
             "let returned = 1; let x = returned_value(returned);",
             "let ok = a || b; let c = |x| x;",
             "struct S { f: fn() -> u32 }\nfn make() -> S { return S { f: || 1 }; }",
+            "fn sum(xs: [u32; 3]) -> u32 { return xs.iter().sum(); }",
+            "fn grid() -> [[u8; 3]; 3] { return [[0; 3]; 3]; }",
+            "async fn worker(rx: Receiver<[u8; 4]>) { return; }",
+            "fn f() where [(); 3]: Sized { return; }",
+            "std::thread::spawn(move || loop { if done() { return; } });",
+            "let v: Vec<u32> = xs.iter().map(|x| if *x > 1 { return 1; } else { 0 }).collect();",
+            "let f = |o: Option<u32>| match o { Some(v) => v, None => return 0 };",
+            "let g = || unsafe { return 1; };",
+            "let h = |x: u32| return x + 1;",
+            "apply(&|x| { return x + 1; });",
+            "call(&mut |x| { if x { return; } });",
         ] {
             assert_eq!(cell_level_return(code), None, "{code}");
         }
@@ -146,7 +184,13 @@ mod tests {
 
     #[test]
     fn a_closure_without_braces_does_not_hide_a_later_block() {
-        let code = "for y in v.iter().map(|x| x + 1) { if y > 2 { return; } }";
-        assert_eq!(cell_level_return(code), code.find("return"));
+        for code in [
+            "for y in v.iter().map(|x| x + 1) { if y > 2 { return; } }",
+            "let f = |x| x + 1;\nif f(1) > 1 { return; }",
+            "let p: fn() -> u32 = if a { return; } else { g };",
+            "let arr = [0u8; 4];\nif arr[0] == 0 { return; }",
+        ] {
+            assert_eq!(cell_level_return(code), code.find("return"), "{code}");
+        }
     }
 }
