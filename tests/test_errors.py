@@ -86,7 +86,7 @@ def test_a_variable_lost_to_a_redefined_type_is_told_under_the_cell_that_lost_it
     reply, _ = run(kc, "let spot = Spot { x: 1 };")
     assert reply["content"]["status"] == "ok", reply["content"]
     # evcxr finds the loss when the next code runs: here, in the same cell.
-    reply, msgs = run(kc, "#[derive(Debug)] struct Spot { x: i32, y: i32 }\nprintln!(\"redefined\");")
+    reply, msgs = run(kc, "#[derive(Debug)] struct Spot { x: i32, y: i32 }\nlet after = 1;")
     assert reply["content"]["status"] == "ok", reply["content"]
     said = stream_text(msgs, "stderr")
     assert "`spot` was lost: the type of its value was defined again" in said, said
@@ -197,6 +197,10 @@ def test_process_exit_restarts(kc):
     assert "std::process::exit` (exit status: 3)" in err["content"]["evalue"], err["content"]["evalue"]
     # What the cell printed just before is not lost with the process.
     assert stream_text(msgs, "stdout") == "last words\n", [summary(m) for m in msgs]
+    # Nor in the first cell of the new process.
+    reply, msgs = run(kc, 'println!("again");\nstd::process::exit(4);', timeout=120)
+    assert_error_reply(reply, the_error(msgs), "KernelRestarted")
+    assert stream_text(msgs, "stdout") == "again\n", [summary(m) for m in msgs]
     # The next cell runs in the fresh process.
     reply, msgs = run(kc, "let y = 2; y", timeout=120)
     assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]

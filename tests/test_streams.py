@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import of_type, result_text, run, stream_text, streams, summary
+from conftest import collect, of_type, result_text, run, stream_text, streams, summary
 
 
 def test_print_without_newline(kc):
@@ -81,7 +81,7 @@ def test_stdin_not_allowed_fails_fast_and_says_why(kc):
     assert time.monotonic() - started < 10
     assert reply["content"]["status"] == "error", [summary(m) for m in msgs]
     assert "got" not in stream_text(msgs)
-    assert "stdin is not available" in stream_text(msgs, "stderr")
+    assert "stdin gave no line" in stream_text(msgs, "stderr")
     # No input was asked for.
     try:
         msg = kc.get_stdin_msg(timeout=0.5)
@@ -92,6 +92,27 @@ def test_stdin_not_allowed_fails_fast_and_says_why(kc):
     reply, msgs = run(kc, 'println!("still here");')
     assert reply["content"]["status"] == "ok"
     assert stream_text(msgs) == "still here\n"
+
+
+def test_interrupting_a_cell_that_waits_for_input_keeps_the_variables(km, kc):
+    reply, _ = run(kc, "let before_input = 7;")
+    assert reply["content"]["status"] == "ok"
+    msg_id = kc.execute(
+        "let mut line = String::new();\nstd::io::stdin().read_line(&mut line).unwrap();", allow_stdin=True
+    )
+    request = kc.get_stdin_msg(timeout=60)
+    assert request["msg_type"] == "input_request"
+    # The student presses stop instead of typing: the read fails and the cell ends, as
+    # Python's input() raises KeyboardInterrupt; the process is not restarted.
+    started = time.monotonic()
+    km.interrupt_kernel()
+    reply, msgs = collect(kc, msg_id, timeout=15)
+    assert reply["content"]["ename"] == "Interrupted", [summary(m) for m in msgs]
+    assert "were lost" not in reply["content"]["evalue"], reply["content"]["evalue"]
+    assert time.monotonic() - started < 3, "it waited for the grace period: the process was restarted"
+    reply, msgs = run(kc, "before_input")
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    assert result_text(msgs) == "7"
 
 
 def test_stdin_input_request(kc):

@@ -439,6 +439,13 @@ pub(crate) fn interrupted() -> CellError {
     one_line_error("Interrupted", message.into())
 }
 
+pub(crate) fn interrupted_then_panicked(panic_message: &str) -> CellError {
+    let mut error = interrupted();
+    let first_line = panic_message.lines().next().unwrap_or_default();
+    error.traceback.push(format!("It was not at an `.await` (it was reading stdin, say) and ended by a panic: {first_line}"));
+    error
+}
+
 pub(crate) fn interrupted_before_start() -> CellError {
     let message = "The cell was interrupted before its code started (the kernel was busy with \
                    other work), so its code did not run.";

@@ -136,6 +136,8 @@ pub struct Engine {
     sink: EventSink,
     /// Every variable name a cell has kept so far: one that is gone since gets a hint.
     kept_variables: HashSet<String>,
+    /// The user process found ended while idle and reported (its pid).
+    reported_ended_process: Option<u32>,
     /// Cell sources and evcxr's working files; removed when the engine is dropped.
     work_dir: tempfile::TempDir,
 }
@@ -268,7 +270,7 @@ impl Engine {
         let prelude = eval_context.eval_with_state(PRELUDE, state);
         let fate = output.finish_cell(Duration::from_secs(5), false);
         timing.note("prelude (async mode on)");
-        if let CellOutcome::Failure(error) = outcome(PRELUDE, PRELUDE, "", prelude, fate, false) {
+        if let CellOutcome::Failure(error) = outcome(PRELUDE, PRELUDE, "", prelude, fate, false, false) {
             return Err(EngineError::Evcxr(format!(
                 "the kernel's prelude failed: {}\n{}",
                 error.message,
@@ -286,6 +288,7 @@ impl Engine {
             final_value_format: FinalValueFormat::default(),
             sink,
             kept_variables: HashSet::new(),
+            reported_ended_process: None,
             work_dir,
         })
     }
@@ -306,6 +309,7 @@ impl Engine {
     ///    that work without compiling anything or creating a variable.
     pub fn warm_up_step(&mut self) -> bool {
         let timing = Timing::from_env();
+        self.restart_if_process_ended();
         if self.analysis.is_light() {
             timing.note("warm-up starts");
             if let Err(error) = self.ensure_full_analysis() {
@@ -356,6 +360,9 @@ impl Engine {
         if self.output.interrupts() > interrupts_at_send {
             return CellOutcome::Failure(diagnostics::interrupted_before_start());
         }
+        // Ended before this cell (the idle check had not come yet): said under this cell,
+        // which then runs in a new process. First: the analysis below uses the process too.
+        self.replace_ended_process(None);
         if code.trim() == ":help" {
             // evcxr's list names commands that this kernel refuses or that only serve evcxr's
             // own debugging.
@@ -404,8 +411,12 @@ impl Engine {
     }
 
     fn replace_ended_process(&mut self, credit_to: Option<u64>) -> bool {
-        let status = self.process.lock().ok().and_then(|mut child| child.try_wait().ok().flatten());
-        let Some(status) = status else { return false };
+        let ended = self.process.lock().ok().and_then(|mut child| Some((child.id(), child.try_wait().ok()??)));
+        // Once per process: if no new one could be started, the old one stays ended.
+        let Some((pid, status)) = ended.filter(|(pid, _)| self.reported_ended_process != Some(*pid)) else {
+            return false;
+        };
+        self.reported_ended_process = Some(pid);
         let text = diagnostics::process_ended_between_cells(&status.to_string());
         (self.sink)(EngineEvent::Output { cell: credit_to, output: Output::Stream { name: StreamName::Stderr, text } });
         if let Err(error) = self.restart_user_process() {
@@ -416,8 +427,6 @@ impl Engine {
     }
 
     fn execute_code(&mut self, code: &str, input: InputReader, interrupts_at_send: u64) -> CellOutcome {
-        // Ended before this cell: said under this cell, which then runs in a new process.
-        self.replace_ended_process(None);
         let pid = self.process.lock().ok().map(|child| child.id() as i32);
         self.killed_by_interrupt.store(false, Ordering::SeqCst);
         self.output.begin_cell(input, pid);
@@ -514,7 +523,8 @@ impl Engine {
             }
         }
         let killed_by_interrupt = self.killed_by_interrupt.swap(false, Ordering::SeqCst);
-        let mut outcome = outcome(&code, written, &source, result, fate, killed_by_interrupt);
+        let interrupted_while_running = self.output.interrupts() > interrupts_at_send;
+        let mut outcome = outcome(&code, written, &source, result, fate, killed_by_interrupt, interrupted_while_running);
         let variables: HashSet<String> = self.context.variables_and_types().map(|(name, _)| name.to_owned()).collect();
         if let CellOutcome::Failure(error) = &mut outcome {
             if error.name == "CompileError" {
@@ -559,7 +569,7 @@ impl Engine {
         let setup = format!(":dep tokio = {tokio}\n{PRELUDE}");
         let result = self.context.execute(&setup);
         let fate = self.output.finish_cell(Duration::from_secs(5), false);
-        match outcome(&setup, &setup, "", result, fate, false) {
+        match outcome(&setup, &setup, "", result, fate, false, false) {
             CellOutcome::Failure(error) => Err(failed(error.message)),
             _ => Ok(()),
         }
@@ -584,7 +594,7 @@ impl Engine {
         let result = self.context.execute(&format!(":dep tokio = {}", self.runtime_library.dependency_spec(false)));
         let fate = self.output.finish_cell(Duration::from_secs(5), false);
         timing.note("full analysis (rust-analyzer: std and tokio)");
-        match outcome("", "", "", result, fate, false) {
+        match outcome("", "", "", result, fate, false, false) {
             // Still light: the next cell that needs types tries again.
             CellOutcome::Failure(error) => Err(failed(error.message)),
             _ => {
@@ -708,13 +718,25 @@ fn without_hidden_doc_lines(doc: &str) -> String {
 /// Run once at start: makes every cell async (evcxr switches on E0728, an await outside async),
 /// names the runtime library `rust_async` too, lets `?` errors report their type name, and
 /// shows a cell's final value in one compile instead of two (`__DisplayFinalValue`).
-/// The `eprintln!` wrapper matches exactly how evcxr prints the error a `?` returned.
+/// The `eprintln!` wrapper matches exactly how evcxr prints the error a `?` returned. The
+/// print macros write through the runtime library, which credits each print to its cell.
 pub(crate) const PRELUDE: &str = r#"
 use tokio as rust_async;
 use tokio::__DisplayFinalValue as _;
 macro_rules! eprintln {
-    ("{}", $error:ident) => {{ ::tokio::__report_error_type(&$error); ::std::eprintln!("{}", $error) }};
-    ($($argument:tt)*) => { ::std::eprintln!($($argument)*) };
+    ("{}", $error:ident) => {{ ::tokio::__report_error_type(&$error); ::tokio::__eprint(format_args!("{}\n", $error)) }};
+    () => { ::tokio::__eprint(format_args!("\n")) };
+    ($($argument:tt)*) => { ::tokio::__eprint(format_args!("{}\n", format_args!($($argument)*))) };
+}
+macro_rules! eprint {
+    ($($argument:tt)*) => { ::tokio::__eprint(format_args!($($argument)*)) };
+}
+macro_rules! println {
+    () => { ::tokio::__print(format_args!("\n")) };
+    ($($argument:tt)*) => { ::tokio::__print(format_args!("{}\n", format_args!($($argument)*))) };
+}
+macro_rules! print {
+    ($($argument:tt)*) => { ::tokio::__print(format_args!($($argument)*)) };
 }
 { async {}.await; };
 "#;
@@ -729,12 +751,17 @@ fn outcome(
     result: Result<evcxr::EvalOutputs, evcxr::Error>,
     fate: CellFate,
     killed_by_interrupt: bool,
+    interrupted_while_running: bool,
 ) -> CellOutcome {
     let failure = CellOutcome::Failure;
     match result {
         Ok(outputs) => {
             if fate.interrupted {
                 failure(diagnostics::interrupted())
+            } else if let (Some(panic), true) = (&fate.panic, interrupted_while_running) {
+                // Stopped where it could not be cancelled (a read of stdin the interrupt made
+                // fail, say), it ended by panicking: the student asked for the stop.
+                failure(diagnostics::interrupted_then_panicked(&panic.message))
             } else if let Some(panic) = &fate.panic {
                 failure(diagnostics::panic(code, generated, panic))
             } else if fate.question_mark_error {
@@ -822,7 +849,6 @@ fn remove_abandoned_work_dirs() {
     }
 }
 
-/// What a cell of only `:restart` shows.
 /// What `:help` shows: the commands that work in this kernel.
 const COMMANDS_HELP: &str = "\
 Commands go on the first lines of a cell, before any code.
@@ -835,14 +861,13 @@ Commands go on the first lines of a cell, before any code.
 :show_deps          the crates added with :dep
 :opt 0|1|2          how much cells are optimised (2 for CPU-heavy work; 0 compiles fastest)
 :fmt {:#?}          how a cell's final value is shown (default {:?})
-:types              also show the type of a cell's final value (on/off)
+:types              switch showing the type of a cell's final value on or off
 :efmt {:?}          how the error of a `?` is shown
-:timing             show how long each cell took (on/off)
 :explain            rustc's explanation of the last compile error
-:env KEY=VALUE      set an environment variable for your code
 :version            the evcxr version the kernel is built on
 Refused here, with why: :quit, :toolchain, :cache, :allow_static_linking 0, :offline 0.";
 
+/// What a cell of only `:restart` shows.
 const RESTARTED: &str = "The user-code process was restarted: variables and running tasks are gone; \
                          functions, types and `use` items are kept.";
 

@@ -62,18 +62,39 @@ struct Shared {
 const EVCXR_LOST_PREFIX: &str = "The type of the variable ";
 const EVCXR_LOST_SUFFIX: &str = " was redefined, so was lost.";
 
-/// stderr text written between a cell's sending and its `cell-start` record. evcxr writes
-/// there that a variable was lost, before the cell's own code can say which cell runs; read
-/// as it comes, it would be credited to the cell before. So that text is held until the cell
-/// starts (or ends unstarted): evcxr's lines become a message under the cell that lost the
-/// variable, and the rest (a task of an earlier cell that printed meanwhile) goes where it
-/// belonged, in order.
+/// The variable named by one line of evcxr's notice.
+fn lost_variable(line: &str) -> Option<&str> {
+    line.strip_prefix(EVCXR_LOST_PREFIX)?.strip_suffix(EVCXR_LOST_SUFFIX)
+}
+
+/// stderr text that may be evcxr's notice of a lost variable, written between a cell's
+/// sending and its `cell-start` record: before the cell's own code can say which cell runs, so
+/// read as it comes it would be credited to the cell before. Text is held only while it can
+/// still be such a notice (other stderr goes on at once, in order with stdout), until the
+/// cell starts or ends unstarted: the notice then becomes a message under the cell that lost
+/// the variable, and what else was held goes where it belonged.
 #[derive(Default)]
 struct HeldStderr {
     pieces: Vec<(Option<u64>, String)>,
 }
 
 impl HeldStderr {
+    /// Whether all the held text is, or begins, evcxr's notices (one write comes in pieces).
+    fn may_be_evcxr_notices(&self) -> bool {
+        let text: String = self.pieces.iter().map(|(_, piece)| piece.as_str()).collect();
+        text.split_inclusive('\n').all(|line| match line.strip_suffix('\n') {
+            Some(whole) => lost_variable(whole).is_some(),
+            None => EVCXR_LOST_PREFIX.starts_with(line) || line.starts_with(EVCXR_LOST_PREFIX),
+        })
+    }
+
+    /// Whether a whole notice is held: evcxr runs the cell again once it has dropped the lost
+    /// variables, so the end of this first run is not the cell's end.
+    fn has_notice(&self) -> bool {
+        let text: String = self.pieces.iter().map(|(_, piece)| piece.as_str()).collect();
+        text.lines().any(|line| lost_variable(line).is_some())
+    }
+
     /// The held text as events, in order, then one message per lost variable for the cell
     /// being run (no cell number: the request under way).
     fn release(&mut self) -> Vec<EngineEvent> {
@@ -87,11 +108,7 @@ impl HeldStderr {
             }
             let mut kept = String::new();
             for line in text.split_inclusive('\n') {
-                let name = line
-                    .trim_end_matches('\n')
-                    .strip_prefix(EVCXR_LOST_PREFIX)
-                    .and_then(|rest| rest.strip_suffix(EVCXR_LOST_SUFFIX));
-                match name {
+                match lost_variable(line.trim_end_matches('\n')) {
                     Some(name) => lost.push(name.to_owned()),
                     None => kept.push_str(line),
                 }
@@ -257,6 +274,14 @@ fn handle_record(
             // Between a cell's sending (`input` set) and its start (`fate.cell` set).
             if name == StreamName::Stderr && state.input.is_some() && state.fate.cell.is_none() {
                 state.held_stderr.pieces.push((cell, text));
+                if state.held_stderr.may_be_evcxr_notices() {
+                    return;
+                }
+                let held = state.held_stderr.release();
+                drop(state);
+                for event in held {
+                    sink(event);
+                }
                 return;
             }
             drop(state);
@@ -303,6 +328,8 @@ fn handle_record(
             let wait = payload_text.trim() == "true";
             sink(EngineEvent::Output { cell, output: Output::ClearOutput { wait } });
         }
+        // A first run that evcxr stopped to drop lost variables; it runs the cell again.
+        "cell-end" if state.fate.cell.is_none() && state.held_stderr.has_notice() => {}
         "cell-end" => {
             if !state.fate.question_mark_error && state.fate.error_type.take().is_some() {
                 // The `eprintln!("{}", x)` was the user's own, not a `?`: show what it printed.
@@ -320,8 +347,9 @@ fn handle_record(
             let prompt = record["prompt"].as_str().unwrap_or_default();
             let line = input.and_then(|input| input(prompt));
             if line.is_none() {
-                let text = "stdin is not available here (the front end does not allow input, as when a \
-                            notebook is run by nbconvert or a grader): reading it fails.\n".to_owned();
+                let text = "stdin gave no line, so reading it fails: the front end does not allow \
+                            input (as when a notebook is run by nbconvert or a grader), or the \
+                            cell was interrupted while it waited for one.\n".to_owned();
                 sink(EngineEvent::Output { cell, output: Output::Stream { name: StreamName::Stderr, text } });
             }
             let reply = serde_json::json!({ "line": line }).to_string() + "\n";
@@ -358,6 +386,20 @@ mod tests {
         assert_eq!(released[1].0, None);
         assert!(released[1].1.starts_with("`p` was lost: the type of its value was defined again"), "{}", released[1].1);
         assert!(held.release().is_empty(), "released once");
+    }
+
+    #[test]
+    fn only_what_may_be_evcxrs_notice_is_held() {
+        let mut held = HeldStderr::default();
+        held.pieces.push((Some(3), "The type of the var".into()));
+        assert!(held.may_be_evcxr_notices());
+        held.pieces.push((Some(3), "iable p was redefined, so was lost.\n".into()));
+        assert!(held.may_be_evcxr_notices() && held.has_notice());
+        held.pieces.push((Some(2), "warning from a task\n".into()));
+        assert!(!held.may_be_evcxr_notices());
+        let mut other = HeldStderr::default();
+        other.pieces.push((Some(2), "error: ".into()));
+        assert!(!other.may_be_evcxr_notices() && !other.has_notice());
     }
 
     #[test]

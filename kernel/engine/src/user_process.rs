@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Path of the kernel's Unix socket that the user process connects to.
@@ -103,10 +103,6 @@ fn rewire_streams(socket_path: &std::path::Path) -> std::io::Result<()> {
         socket.connect_addr(&receiver.local_addr()?)?;
         set_buffer(socket.as_raw_fd(), libc::SO_SNDBUF, DATAGRAM_CAPACITY);
     }
-    let flush_socket = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name("flush"))?)?;
-    flush_socket.connect_addr(&receiver.local_addr()?)?;
-    let flush_name = flush_socket.local_addr()?;
-    let _ = EXIT_FLUSH.set(ExitFlush { socket: flush_socket, done: Mutex::new(false), forwarded: Condvar::new() });
 
     // evcxr's pipe, where its protocol lines must keep going.
     // SAFETY: dup of our own open descriptor; the result is owned by the File.
@@ -140,7 +136,7 @@ fn rewire_streams(socket_path: &std::path::Path) -> std::io::Result<()> {
             in_evcxr_content: false,
             carried_content: String::new(),
         };
-        forwarder.run(receiver, stdout_name, flush_name);
+        forwarder.run(receiver, stdout_name);
     });
     Ok(())
 }
@@ -317,29 +313,6 @@ fn install_read_interrupt_signal() {
     }
 }
 
-/// What a process exit needs to wait until the output written before it has gone to the
-/// kernel: `std::process::exit` (in a cell or a task) ends every thread, the forwarder with
-/// what it has not read yet, so the last lines printed before it were lost.
-struct ExitFlush {
-    /// Sends the forwarder a marker, queued behind everything written so far.
-    socket: UnixDatagram,
-    done: Mutex<bool>,
-    forwarded: Condvar,
-}
-
-static EXIT_FLUSH: OnceLock<ExitFlush> = OnceLock::new();
-
-/// Run by `exit` (an `atexit` handler): waits, a second at most, until the forwarder has sent
-/// the kernel what was written before. Rust's `std::process::exit` has flushed `stdout` first.
-extern "C" fn forward_output_at_exit() {
-    let Some(flush) = EXIT_FLUSH.get() else { return };
-    if flush.socket.send(b"exit").is_err() {
-        return;
-    }
-    let done = flush.done.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let _ = flush.forwarded.wait_timeout_while(done, Duration::from_secs(1), |done| !*done);
-}
-
 fn send_record(kernel: &Arc<Mutex<UnixStream>>, record: &serde_json::Value) {
     if let Ok(mut kernel) = kernel.lock() {
         let mut line = record.to_string();
@@ -361,9 +334,8 @@ struct Forwarder {
 }
 
 impl Forwarder {
-    fn run(&mut self, receiver: UnixDatagram, stdout_name: SocketAddr, flush_name: SocketAddr) {
+    fn run(&mut self, receiver: UnixDatagram, stdout_name: SocketAddr) {
         let stdout_abstract = stdout_name.as_abstract_name().map(<[u8]>::to_vec);
-        let flush_abstract = flush_name.as_abstract_name().map(<[u8]>::to_vec);
         let mut buffer = vec![0u8; DATAGRAM_CAPACITY];
         loop {
             // Wait only when nothing is pending; otherwise take what is queued and, once the
@@ -378,18 +350,8 @@ impl Forwarder {
                 }
                 Err(_) => return,
             };
-            let sender = sender.as_abstract_name().map(<[u8]>::to_vec);
-            if sender == flush_abstract {
-                // The process is exiting: everything written before has been read.
-                self.flush_text();
-                if let Some(flush) = EXIT_FLUSH.get() {
-                    *flush.done.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
-                    flush.forwarded.notify_all();
-                }
-                continue;
-            }
             let data = String::from_utf8_lossy(&buffer[..length]).into_owned();
-            if sender == stdout_abstract {
+            if sender.as_abstract_name().map(<[u8]>::to_vec) == stdout_abstract {
                 self.stdout(&data);
             } else {
                 self.user_text("stderr", &data);
@@ -456,15 +418,16 @@ impl Forwarder {
     }
 
     fn runtime_record(&mut self, record: &str) {
-        // The runtime library's exit handler ends the process at once (`_exit`); exit
-        // handlers run last registered first, so ours goes in after the library's, which it
-        // registered before its first record.
-        static EXIT_HANDLER: std::sync::Once = std::sync::Once::new();
-        // SAFETY: registers a handler that only uses `EXIT_FLUSH`.
-        EXIT_HANDLER.call_once(|| unsafe {
-            libc::atexit(forward_output_at_exit);
-        });
         let (kind, payload) = record.split_once(' ').unwrap_or((record, ""));
+        if kind == protocol::EXIT_FLUSH {
+            // Everything written before the exit has been read: send it, then let it go on.
+            self.flush_text();
+            let answer = SocketAddr::from_abstract_name(protocol::exit_ack_socket_name(std::process::id()));
+            if let (Ok(socket), Ok(answer)) = (UnixDatagram::unbound(), answer) {
+                let _ = socket.send_to_addr(b"sent", &answer);
+            }
+            return;
+        }
         let payload = match serde_json::from_str::<serde_json::Value>(payload) {
             Ok(value) if kind == protocol::PANIC || kind == protocol::DISPLAY => value,
             _ => serde_json::Value::String(payload.to_owned()),

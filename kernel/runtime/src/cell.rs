@@ -120,6 +120,40 @@ fn flush_std_streams() {
     let _ = std::io::stderr().flush();
 }
 
+pub(crate) enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Held while a print is credited to its cell and written, so that no other thread's record
+/// or text comes between the two.
+static PRINTING: Mutex<()> = Mutex::new(());
+
+/// Writes what a `print!`-like macro formatted, credited to the cell the code belongs to.
+/// Announcing the cell when a task is polled is not enough when threads print at once: the
+/// cell's own code, resumed on its thread because a task on a worker thread finished, could
+/// print after the task's announcement and so under the task's cell.
+pub(crate) fn write_for_cell(stream: Stream, arguments: std::fmt::Arguments<'_>) {
+    // Formatted first, outside the lock: a `Display` that prints would otherwise deadlock. One
+    // write is also one datagram, so the kernel gets the text as one piece.
+    let text = std::fmt::format(arguments);
+    let _printing = PRINTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    announce(current_cell());
+    // Flushed under the lock: text left in std's buffer (a `print!` without a newline) could
+    // be sent later, after another cell's announcement.
+    let result = match stream {
+        Stream::Stdout => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush())
+        }
+        Stream::Stderr => std::io::stderr().lock().write_all(text.as_bytes()),
+    };
+    if let Err(error) = result {
+        // As `println!` does: printing must not fail silently.
+        panic!("failed printing to {}: {error}", if matches!(stream, Stream::Stdout) { "stdout" } else { "stderr" });
+    }
+}
+
 /// Makes sure the output that follows is credited to `cell`.
 fn announce(cell: u64) {
     if cell != 0 && ANNOUNCED_CELL.swap(cell, Ordering::AcqRel) != cell {
@@ -295,16 +329,32 @@ extern "C" {
 }
 
 /// `std::process::exit` in a cell would tear the process down while tokio's workers and the
-/// cells' libraries are still live, and crash on the way out. The user asked to exit: flush
-/// and leave at once with their status, which the kernel then reports.
+/// cells' libraries are still live, and crash on the way out. The user asked to exit: flush,
+/// let what was printed reach the kernel, and leave at once with their status, which the
+/// kernel then reports.
 fn exit_without_teardown() {
     extern "C" fn leave(status: libc::c_int, _: *mut libc::c_void) {
         flush_std_streams();
+        wait_until_output_forwarded();
         // SAFETY: _exit ends the process immediately; nothing runs after it.
         unsafe { libc::_exit(status) };
     }
     // SAFETY: registering a handler with no captured state.
     unsafe { on_exit(leave, std::ptr::null_mut()) };
+}
+
+/// Output written to stdout and stderr is still in the queue that the user process's
+/// forwarder thread reads, and `_exit` would end that thread: ask it to pass on what came
+/// before ([`protocol::EXIT_FLUSH`]) and wait for its answer, a second at most.
+fn wait_until_output_forwarded() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let name = protocol::exit_ack_socket_name(std::process::id());
+    let Ok(address) = SocketAddr::from_abstract_name(name) else { return };
+    let Ok(answers) = UnixDatagram::bind_addr(&address) else { return };
+    let _ = answers.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+    write_record(protocol::EXIT_FLUSH, "");
+    let _ = answers.recv(&mut [0u8; 8]);
 }
 
 /// evcxr's crash handler prints a backtrace of the kernel's internals and aborts, which hides

@@ -230,6 +230,20 @@ impl<T: std::fmt::Debug + ?Sized> std::fmt::Debug for DebugOf<'_, T> {
     }
 }
 
+/// What `print!` and `println!` in a cell (or in a task a cell spawned) write: the kernel's
+/// prelude routes them here, so that the text is credited to its own cell in one step (see
+/// `cell::write_for_cell`).
+#[doc(hidden)]
+pub fn __print(arguments: std::fmt::Arguments<'_>) {
+    cell::write_for_cell(cell::Stream::Stdout, arguments);
+}
+
+/// `eprint!` and `eprintln!`, as [`__print`].
+#[doc(hidden)]
+pub fn __eprint(arguments: std::fmt::Arguments<'_>) {
+    cell::write_for_cell(cell::Stream::Stderr, arguments);
+}
+
 /// Called by the kernel's `eprintln!` wrapper just before a `?` in a cell turns an error into
 /// the cell's failure, so the error can be reported under its own type name.
 #[doc(hidden)]

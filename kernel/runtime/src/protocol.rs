@@ -25,6 +25,18 @@ pub const DISPLAY: &str = "display";
 /// `clear-output true|false`: clear the current cell's output (`true`: when new output arrives).
 pub const CLEAR_OUTPUT: &str = "clear-output";
 
+/// `exit-flush`: the process is exiting (`std::process::exit`). The user process's output
+/// forwarder reads it after everything written before, sends that on, then answers with a
+/// datagram to the abstract socket [`exit_ack_socket_name`], which the exit waits for (a
+/// second at most): without it, the last lines printed before an exit were lost.
+pub const EXIT_FLUSH: &str = "exit-flush";
+
+/// The abstract Unix socket name on which the exiting process `pid` awaits the answer to
+/// [`EXIT_FLUSH`].
+pub fn exit_ack_socket_name(pid: u32) -> String {
+    format!("rust-async-{pid}-exit")
+}
+
 /// Environment variable of the user process: the file in which the kernel keeps evcxr's `:fmt`
 /// and `:types` settings for a cell's final value (`types` or an empty line, then the format).
 /// No file: the default, `{:?}` without the type.

@@ -30,6 +30,9 @@ struct Shared {
     signer: Signer,
     session: String,
     iopub: Iopub,
+    /// An interrupt ends a wait for the front end's answer to an `input_request`: the read in
+    /// the cell then fails at once, so the cell ends without the process being restarted.
+    input_cancel: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -66,7 +69,12 @@ pub async fn run(
     bind_retrying(&mut heartbeat, &bind(Channel::Heartbeat)).await.context("binding heartbeat")?;
 
     let (iopub, iopub_queue) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared { signer: signer.clone(), session: uuid::Uuid::new_v4().to_string(), iopub });
+    let shared = Arc::new(Shared {
+        signer: signer.clone(),
+        session: uuid::Uuid::new_v4().to_string(),
+        iopub,
+        input_cancel: tokio::sync::Notify::new(),
+    });
     tokio::spawn(publish_iopub(iopub_socket, iopub_queue, signer.clone()));
     tokio::spawn(async move {
         while let Ok(ping) = heartbeat.recv().await {
@@ -217,6 +225,7 @@ async fn serve_control(
                 reply(&mut socket, &shared, &request, "kernel_info_reply", kernel_info()).await;
             }
             JupyterMessageContent::InterruptRequest(_) => {
+                shared.input_cancel.notify_waiters();
                 if let Some(interrupter) = interrupter.lock().await.as_ref() {
                     interrupter.interrupt();
                 }
@@ -247,9 +256,16 @@ struct InputRequest {
 
 async fn serve_stdin(mut socket: zeromq::RouterSocket, mut requests: mpsc::UnboundedReceiver<InputRequest>, shared: Arc<Shared>) {
     while let Some(request) = requests.recv().await {
+        let cancelled = shared.input_cancel.notified();
+        tokio::pin!(cancelled);
+        cancelled.as_mut().enable();
         reply(&mut socket, &shared, &request.parent, "input_request", json!({ "prompt": request.prompt, "password": false })).await;
         let value = loop {
-            let Ok(frames) = socket.recv().await else { return };
+            let frames = tokio::select! {
+                frames = socket.recv() => frames,
+                () = &mut cancelled => break None,
+            };
+            let Ok(frames) = frames else { return };
             let Some(message) = from_zmq(frames, &shared.signer, "stdin") else { continue };
             if let JupyterMessageContent::InputReply(input_reply) = &message.content {
                 break Some(input_reply.value.clone());
