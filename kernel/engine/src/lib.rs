@@ -719,22 +719,28 @@ fn without_hidden_doc_lines(doc: &str) -> String {
 /// names the runtime library `rust_async` too, lets `?` errors report their type name, and
 /// shows a cell's final value in one compile instead of two (`__DisplayFinalValue`).
 /// The `eprintln!` wrapper matches exactly how evcxr prints the error a `?` returned. The
-/// print macros write through the runtime library, which credits each print to its cell.
+/// print macros write through the runtime library, which credits each print to its cell;
+/// a cell that uses none of them must not get warnings (evcxr's check of a cell whose
+/// variable cannot be kept would report them instead of the reason).
 pub(crate) const PRELUDE: &str = r#"
 use tokio as rust_async;
 use tokio::__DisplayFinalValue as _;
+#[allow(unused_macros)]
 macro_rules! eprintln {
     ("{}", $error:ident) => {{ ::tokio::__report_error_type(&$error); ::tokio::__eprint(format_args!("{}\n", $error)) }};
     () => { ::tokio::__eprint(format_args!("\n")) };
     ($($argument:tt)*) => { ::tokio::__eprint(format_args!("{}\n", format_args!($($argument)*))) };
 }
+#[allow(unused_macros)]
 macro_rules! eprint {
     ($($argument:tt)*) => { ::tokio::__eprint(format_args!($($argument)*)) };
 }
+#[allow(unused_macros)]
 macro_rules! println {
     () => { ::tokio::__print(format_args!("\n")) };
     ($($argument:tt)*) => { ::tokio::__print(format_args!("{}\n", format_args!($($argument)*))) };
 }
+#[allow(unused_macros)]
 macro_rules! print {
     ($($argument:tt)*) => { ::tokio::__print(format_args!($($argument)*)) };
 }
