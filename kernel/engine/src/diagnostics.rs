@@ -364,9 +364,14 @@ fn only_question_mark(code: &str) -> Option<(usize, usize)> {
     });
     found.extend(previous_was_question);
     let [offset] = found[..] else { return None };
-    let line = code[..offset].matches('\n').count() + 1;
-    let line_start = code[..offset].rfind('\n').map_or(0, |newline| newline + 1);
-    Some((line, code[line_start..offset].chars().count() + 1))
+    Some(line_and_column(code, offset))
+}
+
+/// The 1-based line and column (in characters) of the byte `offset` of `code`.
+fn line_and_column(code: &str, offset: usize) -> (usize, usize) {
+    let before = &code[..offset];
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
 }
 
 /// "the `!` type is experimental": evcxr wrote a variable's type with the never type.
@@ -616,9 +621,7 @@ pub(crate) fn refuse_cell_level_return(code: &str) -> Option<CellError> {
     // Leading command and `!` shell lines are not Rust.
     let rust_start: usize = code.split_inclusive('\n').take(crate::commands::first_code_line(code)).map(str::len).sum();
     let offset = rust_start + crate::early_return::cell_level_return(&code[rust_start..])?;
-    let before = &code[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+    let (line, column) = line_and_column(code, offset);
     let message = "`return` in a cell's own code: a cell is not a function, and a `return` would \
                    end it before the kernel keeps its variables, so they would be lost. Nothing \
                    ran."

@@ -309,7 +309,6 @@ impl Engine {
     ///    that work without compiling anything or creating a variable.
     pub fn warm_up_step(&mut self) -> bool {
         let timing = Timing::from_env();
-        self.restart_if_process_ended();
         if self.analysis.is_light() {
             timing.note("warm-up starts");
             if let Err(error) = self.ensure_full_analysis() {
