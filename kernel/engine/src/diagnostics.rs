@@ -215,13 +215,11 @@ fn compile_errors_on(code: &str, written: &str, errors: &[evcxr::CompilationErro
                 traceback.push(format!("{BLUE}{line_number:>width$} |{RESET} {text}"));
             }
             if span.start_line == span.end_line {
-                let start = start_column.saturating_sub(1);
-                let length = end_column.saturating_sub(start_column).max(1);
+                let text = written_lines.get(span.start_line - 1).copied().unwrap_or_default();
+                let (padding, carets) = underline(text, start_column, end_column);
                 traceback.push(format!(
-                    "{BLUE}{:>width$} |{RESET} {}{RED}{} {}{RESET}",
+                    "{BLUE}{:>width$} |{RESET} {padding}{RED}{carets} {}{RESET}",
                     "",
-                    " ".repeat(start),
-                    "^".repeat(length),
                     without_generated_paths(&spanned.label)
                 ));
             } else if !spanned.label.is_empty() {
@@ -260,6 +258,33 @@ fn without_generated_paths(text: &str) -> String {
     }
     cleaned.push_str(rest);
     cleaned
+}
+
+/// What goes under `text` to mark its characters `start_column..end_column` (1-based, as rustc
+/// counts): the padding and the carets. Both follow the line as a notebook shows it: a tab stays
+/// a tab, and a wide character (CJK, most emoji) takes two places, so the carets sit under the
+/// spanned text and cover all of it.
+fn underline(text: &str, start_column: usize, end_column: usize) -> (String, String) {
+    use unicode_width::UnicodeWidthChar;
+    let start = start_column.saturating_sub(1);
+    let mut padding = String::new();
+    let mut carets = 0;
+    for (index, character) in text.chars().enumerate() {
+        let width = character.width().unwrap_or(0);
+        if index < start {
+            if character == '\t' {
+                padding.push('\t');
+            } else {
+                padding.push_str(&" ".repeat(width));
+            }
+        } else if index < end_column.saturating_sub(1) {
+            carets += if character == '\t' { 1 } else { width };
+        }
+    }
+    // Past the end of the line (a missing `;`), the padding counts the missing places too.
+    let past_end = start.saturating_sub(text.chars().count());
+    padding.push_str(&" ".repeat(past_end));
+    (padding, "^".repeat(carets.max(1)))
 }
 
 /// Finds the cell line a location in evcxr's generated source came from: evcxr copies the
@@ -695,6 +720,16 @@ mod tests {
             short_type_name("alloc::boxed::Box<dyn core::error::Error>"),
             "Box<dyn Error>"
         );
+    }
+
+    #[test]
+    fn carets_sit_under_wide_characters_and_tabs() {
+        // `"日本"` starts at column 5 and ends before column 9 (rustc counts characters).
+        assert_eq!(underline("let 日本 = 1;", 5, 7), ("    ".into(), "^^^^".into()));
+        assert_eq!(underline("let s = \"日本\"; s.nope()", 17, 21), (" ".repeat(18), "^^^^".into()));
+        assert_eq!(underline("\tx.nope()", 4, 8), ("\t  ".into(), "^^^^".into()));
+        assert_eq!(underline("abc", 4, 4), ("   ".into(), "^".into()));
+        assert_eq!(underline("abc", 6, 6), ("     ".into(), "^".into()));
     }
 
     #[test]
