@@ -232,6 +232,34 @@ def test_a_task_that_ends_the_process_while_idle_is_told_at_once_and_blames_no_l
     assert reply["content"]["ename"] == "CompileError", reply["content"]
 
 
+def test_a_task_that_ends_the_process_while_the_next_cell_compiles_does_not_fail_that_cell(kc):
+    ok_reply, _ = run(kc, "let kept = 5;")
+    assert ok_reply["content"]["status"] == "ok", ok_reply["content"]
+    # Sent back to back: the task ends the process while the second cell compiles (or just
+    # before it starts, which is told the same way).
+    spawning = kc.execute(
+        "tokio::spawn(async {\n"
+        "    tokio::time::sleep(std::time::Duration::from_millis(150)).await;\n"
+        "    std::process::exit(3);\n"
+        "});"
+    )
+    innocent = kc.execute(
+        "#[derive(Debug, Clone, PartialEq, Default)]\n"
+        "struct Report { names: Vec<String>, counts: std::collections::BTreeMap<String, u64> }\n"
+        "let report = Report::default();\n"
+        'println!("innocent {:?}", report == report.clone());'
+    )
+    assert get_reply(kc, spawning, 120)["content"]["status"] == "ok"
+    reply, msgs = collect(kc, innocent, 120)
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    assert stream_text(msgs, "stdout") == "innocent true\n", [summary(m) for m in msgs]
+    told = stream_text(msgs, "stderr")
+    assert "ended while no cell was running" in told and "exit status: 3" in told, told
+    # Only the variables are gone, and the hint says why.
+    reply, msgs = run(kc, "kept")
+    assert reply["content"]["ename"] == "CompileError", reply["content"]
+
+
 def test_no_tool_chatter(kc):
     reply, msgs = run(kc, "let quiet = 40 + 2;\nquiet")
     assert reply["content"]["status"] == "ok"

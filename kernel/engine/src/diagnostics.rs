@@ -490,10 +490,15 @@ pub(crate) fn interrupted_by_restart() -> CellError {
     one_line_error("Interrupted", message.into())
 }
 
+/// The exit status in evcxr's message for an ended user process (its last line).
+pub(crate) fn exit_status_of(detail: &str) -> &str {
+    let status = detail.trim().lines().last().unwrap_or("no detail");
+    status.strip_prefix("Subprocess terminated with status: ").unwrap_or(status)
+}
+
 pub(crate) fn process_died(detail: &str, panic: Option<&PanicRecord>) -> CellError {
     let detail = detail.trim();
-    let status = detail.lines().last().unwrap_or("no detail");
-    let status = status.strip_prefix("Subprocess terminated with status: ").unwrap_or(status);
+    let status = exit_status_of(detail);
     let cause = death_cause(status);
     let message = format!(
         "The process running your code died: {cause} ({status}). The kernel restarted it: all \

@@ -426,12 +426,37 @@ impl Engine {
     }
 
     fn execute_code(&mut self, code: &str, input: InputReader, interrupts_at_send: u64) -> CellOutcome {
+        match self.execute_code_once(code, Arc::clone(&input), interrupts_at_send) {
+            // The process ended before this cell's code started: while the cell compiled, a
+            // task called `std::process::exit` or crashed. That is not this cell's failure: say
+            // so, as when it ends between cells, and run the cell in the new process that evcxr
+            // started (once: a second end is the cell's own).
+            Err(ProcessEndedBeforeStart { detail }) => {
+                let text = diagnostics::process_ended_between_cells(diagnostics::exit_status_of(&detail));
+                (self.sink)(EngineEvent::Output { cell: None, output: Output::Stream { name: StreamName::Stderr, text } });
+                match self.execute_code_once(code, input, interrupts_at_send) {
+                    Ok(outcome) => outcome,
+                    Err(ProcessEndedBeforeStart { detail }) => {
+                        CellOutcome::Failure(diagnostics::process_died(&detail, None))
+                    }
+                }
+            }
+            Ok(outcome) => outcome,
+        }
+    }
+
+    fn execute_code_once(
+        &mut self,
+        code: &str,
+        input: InputReader,
+        interrupts_at_send: u64,
+    ) -> Result<CellOutcome, ProcessEndedBeforeStart> {
         let pid = self.process.lock().ok().map(|child| child.id() as i32);
         self.killed_by_interrupt.store(false, Ordering::SeqCst);
         self.output.begin_cell(input, pid);
         if self.output.interrupts() > interrupts_at_send {
             let _ = self.output.finish_cell(Duration::ZERO, false);
-            return CellOutcome::Failure(diagnostics::interrupted_before_start());
+            return Ok(CellOutcome::Failure(diagnostics::interrupted_before_start()));
         }
         let notes = self.work_dir.path().join(NEVER_AWAITED_FILE);
         never_awaited::take_notes(&notes);
@@ -449,7 +474,7 @@ impl Engine {
                     // The future cannot be kept (it borrows from the cell): explain that, in
                     // terms of the code the student wrote, not of our rewrite.
                     let _ = self.output.finish_cell(Duration::ZERO, false);
-                    return CellOutcome::Failure(diagnostics::future_not_kept(&name, errors));
+                    return Ok(CellOutcome::Failure(diagnostics::future_not_kept(&name, errors)));
                 }
             }
             code = std::borrow::Cow::Owned(rewritten);
@@ -509,6 +534,11 @@ impl Engine {
         let fate = self
             .output
             .finish_cell(if ran { Duration::from_secs(5) } else { Duration::ZERO }, process_died);
+        let killed_by_interrupt = self.killed_by_interrupt.swap(false, Ordering::SeqCst);
+        if let (Err(evcxr::Error::SubprocessTerminated(message)), None, false) = (&result, fate.cell, killed_by_interrupt) {
+            // No `cell-start` record came: the cell's code never ran.
+            return Err(ProcessEndedBeforeStart { detail: message.clone() });
+        }
         if let Err(evcxr::Error::CompilationErrors(errors)) = &result {
             // evcxr keeps only diagnostics that point into the user's code when there are any:
             // an error in its wrapper around the final expression (`not_async().await`) can
@@ -521,7 +551,6 @@ impl Engine {
                 }
             }
         }
-        let killed_by_interrupt = self.killed_by_interrupt.swap(false, Ordering::SeqCst);
         let interrupted_while_running = self.output.interrupts() > interrupts_at_send;
         let mut outcome = outcome(&code, written, &source, result, fate, killed_by_interrupt, interrupted_while_running);
         let variables: HashSet<String> = self.context.variables_and_types().map(|(name, _)| name.to_owned()).collect();
@@ -532,7 +561,7 @@ impl Engine {
             }
         }
         self.kept_variables.extend(variables);
-        outcome
+        Ok(outcome)
     }
 
     /// evcxr's `:restart` puts back the variables it had before the restart (it took its state
@@ -793,6 +822,12 @@ fn outcome(
         }
         Err(error) => failure(diagnostics::evaluation_error(&error.to_string())),
     }
+}
+
+/// The user process ended before a cell's code started (see `Engine::execute_code`).
+struct ProcessEndedBeforeStart {
+    /// evcxr's message: what the process wrote last, then its exit status.
+    detail: String,
 }
 
 /// With `RUST_ASYNC_TIMING` set, the engine reports how long each start-up phase took
