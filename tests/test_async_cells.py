@@ -537,6 +537,29 @@ def test_a_runtime_of_your_own_on_another_thread_works(kc):
     assert result_text(msgs) == "42"
 
 
+def test_a_runtime_from_the_builder_is_a_tokio_runtime_that_can_be_named_and_kept(kc):
+    # `Builder::build()` gives the same `tokio::runtime::Runtime` type a cell can name.
+    ok(*run(kc, "fn make_runtime() -> tokio::runtime::Runtime {\n"
+                "    tokio::runtime::Builder::new_multi_thread()\n"
+                "        .worker_threads(2).thread_name(\"mine\").on_thread_start(|| ()).enable_all()\n"
+                "        .build().unwrap()\n"
+                "}\n"
+                "let built = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();"))
+    reply, msgs = run(kc, "std::thread::spawn(move || built.block_on(async {\n"
+                          "    tokio::time::sleep(std::time::Duration::from_millis(5)).await;\n"
+                          "    40\n"
+                          "})).join().unwrap() + std::thread::spawn(|| make_runtime().block_on(async { 2 })).join().unwrap()")
+    ok(reply, msgs)
+    assert result_text(msgs) == "42"
+    # On the cell's own thread, its `block_on` fails at the cell's line, with the hint.
+    reply, msgs = run(kc, "let mine = make_runtime();\nmine.block_on(async { 1 })")
+    err = the_error(msgs)
+    assert reply["content"]["status"] == "error" and err["content"]["ename"] == "Panic", reply["content"]
+    traceback = plain("\n".join(err["content"]["traceback"]))
+    assert "cell line 2, column 6" in traceback, traceback
+    assert "every cell already runs inside the kernel's runtime" in traceback, traceback
+
+
 def test_clear_forgets_the_session_but_cells_stay_async(fresh_kernel):
     """evcxr's `:clear` forgets variables and items; cells still run on the shared runtime
     with tokio at hand, as in a fresh kernel."""

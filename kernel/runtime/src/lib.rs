@@ -10,6 +10,7 @@
 //!   on the cell thread our `Runtime` is the kernel's shared runtime, and its `block_on` makes
 //!   the cell interruptible and tags its output. On any other thread it is a real, fresh tokio
 //!   runtime, as students expect when they write `Runtime::new()` in a program-like example.
+//! - `runtime::Builder`: its `build()` gives that `Runtime`, as a runtime of the cell's own.
 //! - `spawn`, `task::spawn`, `task::spawn_blocking`: the task inherits the identity of the cell
 //!   that spawned it, so what it prints later is shown under that cell (like ipykernel's
 //!   ContextVar). Tasks spawned any other way on the kernel's runtime (`JoinSet`,
@@ -98,7 +99,17 @@ pub mod runtime {
         pub fn block_on<F: Future>(&self, future: F) -> F::Output {
             match &*self.0 {
                 Flavour::Shared => crate::cell::run_cell(future),
-                Flavour::Own(runtime) => crate::cell::through_erased(future, |erased| block_on_own(runtime, erased)),
+                Flavour::Own(runtime) => {
+                    // tokio would panic too, but in its own code: here the panic points at
+                    // the cell line that called `block_on` (or wrote `#[tokio::main]`).
+                    if tokio::runtime::Handle::try_current().is_ok() {
+                        panic!(
+                            "Cannot start a runtime from within a runtime: `block_on` blocks \
+                             this thread, which already runs the kernel's runtime."
+                        );
+                    }
+                    crate::cell::through_erased(future, |erased| block_on_own(runtime, erased))
+                }
             }
         }
 
@@ -141,6 +152,97 @@ pub mod runtime {
             if let Flavour::Own(runtime) = self.into_flavour() {
                 runtime.shutdown_timeout(duration);
             }
+        }
+    }
+
+    /// tokio's runtime builder, whose `build()` gives this crate's [`Runtime`] (a runtime of
+    /// your own): with tokio's, `let rt: tokio::runtime::Runtime = Builder::..().build()?`
+    /// would not compile in a cell, since `tokio::runtime::Runtime` names the type above.
+    /// The usual settings are here; any other of tokio's is reached through `Deref`.
+    pub struct Builder(tokio::runtime::Builder);
+
+    /// Forwards setters that take a value and return the builder.
+    macro_rules! forward_settings {
+        ($($(#[$attribute:meta])* $name:ident($($argument:ident: $type:ty),*);)*) => {$(
+            $(#[$attribute])*
+            pub fn $name(&mut self, $($argument: $type),*) -> &mut Self {
+                self.0.$name($($argument),*);
+                self
+            }
+        )*};
+    }
+
+    /// Forwards setters that take a callback and return the builder.
+    macro_rules! forward_callbacks {
+        ($($(#[$attribute:meta])* $name:ident($($bound:tt)*);)*) => {$(
+            $(#[$attribute])*
+            pub fn $name<F>(&mut self, callback: F) -> &mut Self
+            where
+                F: $($bound)* + Send + Sync + 'static,
+            {
+                self.0.$name(callback);
+                self
+            }
+        )*};
+    }
+
+    impl Builder {
+        /// A builder for a runtime on the current thread only.
+        pub fn new_current_thread() -> Builder {
+            Builder(tokio::runtime::Builder::new_current_thread())
+        }
+
+        /// A builder for a runtime with worker threads.
+        pub fn new_multi_thread() -> Builder {
+            Builder(tokio::runtime::Builder::new_multi_thread())
+        }
+
+        /// Builds the runtime: a runtime of your own, not the kernel's (run it on a thread of
+        /// its own: a cell already runs inside the kernel's runtime).
+        pub fn build(&mut self) -> std::io::Result<Runtime> {
+            self.0.build().map(|runtime| Runtime::from_flavour(Flavour::Own(runtime)))
+        }
+
+        forward_settings! {
+            enable_all();
+            enable_io();
+            enable_time();
+            worker_threads(count: usize);
+            max_blocking_threads(count: usize);
+            thread_name(name: impl Into<String>);
+            thread_stack_size(bytes: usize);
+            thread_keep_alive(duration: std::time::Duration);
+            global_queue_interval(ticks: u32);
+            event_interval(ticks: u32);
+            max_io_events_per_tick(capacity: usize);
+        }
+
+        forward_callbacks! {
+            thread_name_fn(Fn() -> String);
+            on_thread_start(Fn());
+            on_thread_stop(Fn());
+            on_thread_park(Fn());
+            on_thread_unpark(Fn());
+        }
+    }
+
+    impl std::ops::Deref for Builder {
+        type Target = tokio::runtime::Builder;
+
+        fn deref(&self) -> &Self::Target {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for Builder {
+        fn deref_mut(&mut self) -> &mut Self::Target {
+            &mut self.0
+        }
+    }
+
+    impl std::fmt::Debug for Builder {
+        fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.fmt(formatter)
         }
     }
 }
