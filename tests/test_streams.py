@@ -178,6 +178,20 @@ def test_fmt_sets_how_a_final_value_is_shown(kc, format, value, shown):
     assert result_text(msgs) == value.replace("f64", "").replace("u8", "").replace("vec!", "")
 
 
+def test_fmt_at_the_top_of_a_cell_applies_to_that_cells_value_alone_shown(kc):
+    try:
+        reply, msgs = run(kc, ":fmt {:#?}\nvec![(1, 'a')]")
+        assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+        assert result_text(msgs) == "[\n    (\n        1,\n        'a',\n    ),\n]"
+        # No value: no result, only what the cell printed.
+        reply, msgs = run(kc, ':fmt {:?}\nprintln!("printed");')
+        assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+        assert not of_type(msgs, "execute_result"), [summary(m) for m in msgs]
+        assert stream_text(msgs) == "printed\n"
+    finally:
+        run(kc, ":fmt")
+
+
 def test_types_shows_the_type_of_a_final_value(kc):
     reply, msgs = run(kc, ":types")
     assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]

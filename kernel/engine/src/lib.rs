@@ -460,6 +460,8 @@ impl Engine {
         }
         let notes = self.work_dir.path().join(NEVER_AWAITED_FILE);
         never_awaited::take_notes(&notes);
+        // Before the code runs: a `:fmt` at the top of a cell applies to the cell's own value.
+        self.follow_display_commands(code);
         let mut result = self.context.execute(code);
         let written = code;
         let mut code = std::borrow::Cow::Borrowed(code);
@@ -514,7 +516,6 @@ impl Engine {
         }
         let source = self.context.last_source().unwrap_or_default();
         if result.is_ok() {
-            self.follow_display_commands(&code);
             if let Some(warning) = diagnostics::never_awaited(&code, &source, &never_awaited::take_notes(&notes)) {
                 (self.sink)(EngineEvent::Output {
                     cell: None,
@@ -561,6 +562,14 @@ impl Engine {
             }
         }
         self.kept_variables.extend(variables);
+        if let CellOutcome::Success { result } = &mut outcome {
+            if let Some(values) = result {
+                without_display_notices(written, values);
+            }
+            if result.as_ref().is_some_and(|values| values.is_empty()) {
+                *result = None;
+            }
+        }
         Ok(outcome)
     }
 
@@ -821,6 +830,29 @@ fn outcome(
             failure(diagnostics::process_died(&message, fate.panic.as_ref()))
         }
         Err(error) => failure(diagnostics::evaluation_error(&error.to_string())),
+    }
+}
+
+/// evcxr answers `:fmt` and `:types` with a line ("Output format: {:#?}", "Types: true"),
+/// which it puts before the value of a cell that has code too: only the value is shown then.
+fn without_display_notices(code: &str, result: &mut serde_json::Map<String, serde_json::Value>) {
+    if commands::first_code_line(code) == code.lines().count() {
+        return; // commands alone: the notice is the answer
+    }
+    let Some(serde_json::Value::String(text)) = result.get_mut("text/plain") else { return };
+    for command in commands::leading_commands(code) {
+        let notice = match command.name {
+            ":fmt" => "Output format: ",
+            ":types" => "Types: ",
+            _ => continue,
+        };
+        if text.starts_with(notice) {
+            let rest = text.split_once('\n').map_or("", |(_, rest)| rest);
+            *text = rest.to_owned();
+        }
+    }
+    if text.is_empty() {
+        result.remove("text/plain");
     }
 }
 
