@@ -211,6 +211,22 @@ def test_select_takes_the_first_ready_branch(kc):
     assert result_text(msgs) == '"fast"'
 
 
+def test_a_select_kept_in_a_variable_has_the_type_rustc_infers(kc):
+    # rust-analyzer takes the `0` for an `i32`; the value is a `u32`.
+    ok(*run(kc, "async fn answer() -> u32 { 41 }"))
+    reply, msgs = run(
+        kc,
+        "let got = tokio::select! {\n"
+        "    value = answer() => value,\n"
+        "    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => 0,\n"
+        "};",
+    )
+    ok(reply, msgs)
+    reply, msgs = run(kc, "got + 1")
+    ok(reply, msgs)
+    assert result_text(msgs) == "42"
+
+
 def test_spawn_blocking(kc):
     reply, msgs = run(
         kc,

@@ -170,6 +170,36 @@ pub(crate) fn annotate_never_typed_lets(code: &str, generated: &str) -> Option<S
     changed.then_some(annotated)
 }
 
+/// Writes on a `let` the type rustc found for its variable, where rust-analyzer's guess (which
+/// evcxr writes out to store the variable) was wrong: `let got = tokio::select! { v = f() => v,
+/// _ = sleep(..) => 0 };` is a `u32` when `f` gives one, but rust-analyzer, not seeing through
+/// the macro, takes the `0` for an `i32`. `rendered` are rustc's rendered errors (E0308 at
+/// evcxr's `put_variable::<GUESS>(stringify!(NAME), NAME)`, "expected `GUESS`, found `TYPE`").
+/// `None` when no such error names a plain `let NAME =` of the cell, or a type that can be
+/// written (`{integer}`, closures, `impl` types cannot).
+pub(crate) fn annotate_mistyped_lets(code: &str, rendered: &[String]) -> Option<String> {
+    const STORE: &str = "put_variable::<";
+    let mut annotated = code.to_owned();
+    let mut changed = false;
+    for error in rendered {
+        let Some(store_line) = error.lines().find(|line| line.contains(STORE)) else { continue };
+        let Some((_, after)) = store_line.split_once("(stringify!(") else { continue };
+        let Some((name, _)) = after.split_once(')') else { continue };
+        let Some((_, found)) = error.split_once(", found `") else { continue };
+        let Some((found, _)) = found.split_once("`\n").or_else(|| found.split_once('`')) else { continue };
+        if found.is_empty() || found.contains(['{', '@']) || found.contains("impl ") {
+            continue;
+        }
+        let Some(binding) = find_let(&code_only(&annotated), name) else { continue };
+        match binding.annotation {
+            Some(_) => continue, // the student wrote the type: rustc's error stands
+            None => annotated.insert_str(binding.name_end, &format!(": {found}")),
+        }
+        changed = true;
+    }
+    changed.then_some(annotated)
+}
+
 /// (name, type) of each variable evcxr's generated code stores after the cell
 /// (`put_variable::<TYPE>(stringify!(NAME), NAME)`).
 fn stored_variable_types(generated: &str) -> Vec<(&str, &str)> {
@@ -256,6 +286,28 @@ pub(crate) fn heap_pin_statements(code: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_let_whose_type_rust_analyzer_guessed_wrong_gets_the_type_rustc_found() {
+        let rendered = "error[E0308]: mismatched types\n   --> src/lib.rs:121:59\n    |\n\
+            121 | evcxr_variable_store.put_variable::<i32>(stringify!(sel), sel);\n    |   \
+            ---------   ^^^ expected `i32`, found `u32`\n";
+        let code = "let sel = tokio::select! { x = a() => x, _ = sleep(d) => 0 };";
+        assert_eq!(
+            annotate_mistyped_lets(code, &[rendered.to_owned()]).unwrap(),
+            "let sel: u32 = tokio::select! { x = a() => x, _ = sleep(d) => 0 };"
+        );
+        let generic = rendered.replace("found `u32`", "found `Option<Vec<u8>>`");
+        assert_eq!(
+            annotate_mistyped_lets("let mut sel = f();", &[generic]).unwrap(),
+            "let mut sel: Option<Vec<u8>> = f();"
+        );
+        // Not a type that can be written, a type the student wrote, another error.
+        let integer = rendered.replace("found `u32`", "found `{integer}`");
+        assert!(annotate_mistyped_lets(code, &[integer]).is_none());
+        assert!(annotate_mistyped_lets("let sel: i32 = f();", &[rendered.to_owned()]).is_none());
+        assert!(annotate_mistyped_lets(code, &["error[E0308]: expected `i32`, found `u32`".to_owned()]).is_none());
+    }
 
     #[test]
     fn pin_statements_become_heap_pinned_lets() {

@@ -506,6 +506,17 @@ impl Engine {
                 }
             }
         }
+        // A variable rust-analyzer typed wrongly (it does not always see through macros such as
+        // `select!`): write on its `let` the type rustc found, and run the (unrun) cell again.
+        if let Err(evcxr::Error::CompilationErrors(errors)) = &result {
+            let rendered: Vec<String> = errors.iter().filter(|error| error.code() == Some("E0308")).map(|error| error.rendered()).collect();
+            if let Some(rewritten) = future_values::annotate_mistyped_lets(&code, &rendered) {
+                let retried = self.context.execute(&rewritten);
+                if retried.is_ok() {
+                    (code, result) = (std::borrow::Cow::Owned(rewritten), retried);
+                }
+            }
+        }
         if let (Ok(outputs), true) = (&result, std::env::var_os("RUST_ASYNC_TIMING").is_some()) {
             let phases: Vec<String> = outputs
                 .phases
