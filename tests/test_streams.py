@@ -47,6 +47,23 @@ def test_output_is_streamed_while_the_cell_runs(kc):
     assert lead > 0.8, f"the first output arrived only {lead:.2f}s before the reply"
 
 
+def test_a_flood_of_output_is_cut_with_a_note_and_the_cells_error_still_comes(kc):
+    # About 4.5 MB of lines: more than a cell may print (2 MiB).
+    reply, msgs = run(kc, 'for i in 0..400_000 { println!("line {i}"); }\npanic!("after the flood");', timeout=240)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "Panic", reply["content"]
+    printed = stream_text(msgs, "stdout")
+    assert printed.startswith("line 0\nline 1\n") and printed.endswith("\n"), printed[-200:]
+    assert 1 << 20 < len(printed) <= 2 << 20, len(printed)
+    assert "output truncated" in stream_text(msgs, "stderr")
+    # The error comes after all of the cell's text, before the cell is over.
+    kinds = [m["msg_type"] for m in msgs]
+    assert kinds.index("error") > max(i for i, kind in enumerate(kinds) if kind == "stream"), kinds[-5:]
+    # The next cell prints as usual.
+    reply, msgs = run(kc, 'println!("after");')
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    assert stream_text(msgs) == "after\n" and stream_text(msgs, "stderr") == ""
+
+
 def test_display_data(kc):
     code = r'println!("EVCXR_BEGIN_CONTENT text/html\n<b>hi</b>\nEVCXR_END_CONTENT");'
     reply, msgs = run(kc, code)

@@ -623,6 +623,15 @@ impl Engine {
         }
     }
 
+    /// For the prepared template: a cell whose `let` does not compile is checked by evcxr
+    /// (`cargo check`), which needs the runtime library and tokio checked as well. Done once
+    /// here, that is not the 8-15 s of a student's first such cell in every kernel.
+    pub(crate) fn check_dependencies_once(&mut self) -> Result<(), EngineError> {
+        self.ensure_full_analysis().map_err(|error| EngineError::Evcxr(error.message))?;
+        self.context.check("let _checked = 1;").map_err(|error| EngineError::Evcxr(error.to_string()))?;
+        Ok(())
+    }
+
     /// Makes rust-analyzer see the standard library and tokio, if it does not yet (see
     /// `analysis`): the runtime library becomes a plain dependency, and evcxr's `:dep` of it
     /// writes the manifest and has rust-analyzer load everything.
@@ -654,7 +663,8 @@ impl Engine {
 
     /// evcxr keeps `:fmt` and `:types` for the final value it prints itself; the runtime
     /// library prints most final values (`__DisplayFinalValue`) and reads them from a file.
-    /// Called after a cell evcxr accepted (a failed cell's commands are not kept).
+    /// Called before the cell runs, so that the cell's own value follows them (evcxr, too,
+    /// takes a cell's commands before its code).
     fn follow_display_commands(&mut self, code: &str) {
         let mut format = self.final_value_format.clone();
         for command in commands::leading_commands(code) {

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where events go: the front end's channel.
 pub type EventSink = Arc<dyn Fn(EngineEvent) + Send + Sync>;
@@ -55,6 +55,8 @@ struct Shared {
     interrupts: u64,
     /// stderr text that came after a cell was sent but before it started (see [`HeldStderr`]).
     held_stderr: HeldStderr,
+    /// Counts the records read, so a cell's end can be waited for while its output still comes.
+    records_read: u64,
 }
 
 /// evcxr's words (its `check_variable`, run as a cell starts) for a kept variable whose type
@@ -163,18 +165,34 @@ impl OutputReader {
         shared.execution += 1;
     }
 
-    /// Waits until the user process said the cell's output is complete (or `timeout`), then
-    /// returns what the cell's records said.
+    /// Waits until the user process said the cell's output is complete, then returns what the
+    /// cell's records said. Gives up after `timeout` without a record read (or a minute in
+    /// all): while output still comes, the cell's end is behind it, and the reply must not
+    /// overtake that output (a grader would lose it, and the error after it).
     /// `process_died`: the user process died during the cell (its output ends with its
     /// connection, not with a `cell-end` record).
     pub fn finish_cell(&self, timeout: Duration, process_died: bool) -> CellFate {
+        const AT_MOST: Duration = Duration::from_secs(60);
         let (lock, ended) = &*self.shared;
-        let shared = lock.lock().unwrap();
-        let (mut shared, _) = ended
-            .wait_timeout_while(shared, timeout, |shared| {
-                !(shared.fate.ended || (process_died && shared.fate.process_ended))
-            })
-            .unwrap();
+        let mut shared = lock.lock().unwrap();
+        let started = Instant::now();
+        let mut last_progress = started;
+        let mut records_seen = shared.records_read;
+        loop {
+            if shared.fate.ended || (process_died && shared.fate.process_ended) {
+                break;
+            }
+            let quiet_for = last_progress.elapsed();
+            if quiet_for >= timeout || started.elapsed() >= AT_MOST {
+                break;
+            }
+            let slice = (timeout - quiet_for).min(Duration::from_millis(100));
+            shared = ended.wait_timeout(shared, slice).unwrap().0;
+            if shared.records_read != records_seen {
+                records_seen = shared.records_read;
+                last_progress = Instant::now();
+            }
+        }
         shared.input = None;
         shared.interrupt_when_started = false;
         let held = shared.held_stderr.release();
@@ -260,6 +278,7 @@ fn handle_record(
     let payload = &record["payload"];
     let payload_text = payload.as_str().unwrap_or_default();
     let mut state = lock.lock().unwrap();
+    state.records_read += 1;
     let cell = state.current_cell;
     match record["kind"].as_str().unwrap_or_default() {
         "stream" => {

@@ -79,6 +79,7 @@ impl RuntimeLibrary {
         inputs.push_str(CELL_OPT_LEVEL);
         inputs.push_str(CELL_RUSTFLAGS);
         inputs.push_str("rustc wrapped by the kernel binary (never_awaited)");
+        inputs.push_str("dependencies checked too (cargo check of a failing let)");
         let rustc = Command::new("rustc").arg("-vV").output().map(|out| out.stdout).unwrap_or_default();
         inputs.push_str(&String::from_utf8_lossy(&rustc));
         crate::host::fingerprint(&inputs)
@@ -115,7 +116,8 @@ impl RuntimeLibrary {
         }
         std::fs::create_dir_all(&building)?;
         let discard: EventSink = std::sync::Arc::new(|_| {});
-        let engine = Engine::start_in(self, discard, Some(&building))?;
+        let mut engine = Engine::start_in(self, discard, Some(&building))?;
+        engine.check_dependencies_once()?;
         drop(engine);
         let _ = std::fs::remove_file(self.stamp_path());
         let template = self.template();

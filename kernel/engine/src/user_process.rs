@@ -38,6 +38,11 @@ pub const SESSION_FILE_ENV: &str = "RUST_ASYNC_SESSION_FILE";
 /// The largest single write the user process can make to stdout or stderr.
 const DATAGRAM_CAPACITY: usize = 4 << 20;
 
+/// How much text a cell (with the tasks it spawned) may print: what comes after is dropped,
+/// with a note. A notebook with more in one cell is slow to open, a front end can only show
+/// it slowly, and a grader times out waiting for it (a `loop` that prints, say).
+pub const OUTPUT_LIMIT_BYTES: usize = 2 << 20;
+
 /// Prepares the user-code process, when this process is one. Call first thing in `main`,
 /// before `evcxr::runtime_hook()`. Does nothing in the kernel process.
 pub fn prepare() {
@@ -135,6 +140,8 @@ fn rewire_streams(socket_path: &std::path::Path) -> std::io::Result<()> {
             evcxr_stdout,
             in_evcxr_content: false,
             carried_content: String::new(),
+            credited_cell: 0,
+            printed_by_cell: std::collections::HashMap::new(),
         };
         forwarder.run(receiver, stdout_name);
     });
@@ -331,6 +338,10 @@ struct Forwarder {
     in_evcxr_content: bool,
     /// The start of a content line whose rest comes in the next write (a long final value).
     carried_content: String,
+    /// The cell the text read now is credited to (from `cell-start` / `output-of`; 0: none).
+    credited_cell: u64,
+    /// How much text each cell has printed, against [`OUTPUT_LIMIT_BYTES`].
+    printed_by_cell: std::collections::HashMap<u64, usize>,
 }
 
 impl Forwarder {
@@ -360,9 +371,37 @@ impl Forwarder {
     }
 
     fn user_text(&mut self, stream: &'static str, text: &str) {
-        if text.is_empty() {
+        let printed = self.printed_by_cell.entry(self.credited_cell).or_default();
+        // More than the limit counted: the cell's text was cut, and the note sent.
+        if text.is_empty() || *printed > OUTPUT_LIMIT_BYTES {
             return;
         }
+        let room = OUTPUT_LIMIT_BYTES - *printed;
+        if text.len() <= room {
+            *printed += text.len();
+            self.queue_text(stream, text);
+            return;
+        }
+        *printed = OUTPUT_LIMIT_BYTES + 1;
+        // Whole lines only, unless one long line is all there is room for.
+        let mut cut = match text[..room].rfind('\n') {
+            Some(newline) => newline + 1,
+            None if room >= 4096 => room,
+            None => 0,
+        };
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.queue_text(stream, &text[..cut]);
+        let note = format!(
+            "\n[output truncated: this cell and its tasks printed more than {} MiB; the rest is not \
+             shown, so that the notebook stays usable. Print less, or write to a file.]\n",
+            OUTPUT_LIMIT_BYTES >> 20
+        );
+        self.queue_text("stderr", &note);
+    }
+
+    fn queue_text(&mut self, stream: &'static str, text: &str) {
         if self.pending_stream != stream || self.pending_text.len() > 64 * 1024 {
             self.flush_text();
         }
@@ -427,6 +466,9 @@ impl Forwarder {
                 let _ = socket.send_to_addr(b"sent", &answer);
             }
             return;
+        }
+        if kind == protocol::CELL_START || kind == protocol::OUTPUT_OF {
+            self.credited_cell = payload.trim().parse().unwrap_or(0);
         }
         let payload = match serde_json::from_str::<serde_json::Value>(payload) {
             Ok(value) if kind == protocol::PANIC || kind == protocol::DISPLAY => value,
