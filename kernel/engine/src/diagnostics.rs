@@ -325,8 +325,15 @@ pub(crate) fn panic(code: &str, generated: &str, panic: &PanicRecord) -> CellErr
     for line in panic.message.lines().skip(1) {
         traceback.push(line.to_owned());
     }
-    if let Some((line, column)) = cell_position(code, generated, panic.line, panic.column) {
+    if !panic.in_cell_crate {
+        // In a library (no `#[track_caller]` led back to the cell): its line means nothing here.
+    } else if let Some((line, column)) = cell_position(code, generated, panic.line, panic.column) {
         push_location(&mut traceback, code, line, column);
+    } else if let Some(text) = generated.lines().nth((panic.line as usize).saturating_sub(1)).map(str::trim) {
+        // In code an earlier cell defined (a function it called): show that line.
+        if !text.is_empty() {
+            traceback.push(format!("  {BLUE}-->{RESET} in code of an earlier cell: {text}"));
+        }
     }
     if let Some(hint) = panic_hint(&panic.message) {
         traceback.push(hint_line(hint));
@@ -485,8 +492,8 @@ pub(crate) fn interrupted_before_start() -> CellError {
 pub(crate) fn interrupted_by_restart() -> CellError {
     let message = "The cell was interrupted, but it never reached an `.await` (busy computing or \
                    blocking a thread), so the kernel restarted the user-code process. All \
-                   variables and running tasks were lost; functions, types and `use` items you \
-                   defined are kept.";
+                   variables and running tasks were lost; functions, types and `use` items of \
+                   earlier cells are kept (not those of this cell: it did not finish).";
     one_line_error("Interrupted", message.into())
 }
 
@@ -502,8 +509,8 @@ pub(crate) fn process_died(detail: &str, panic: Option<&PanicRecord>) -> CellErr
     let cause = death_cause(status);
     let message = format!(
         "The process running your code died: {cause} ({status}). The kernel restarted it: all \
-         variables and running tasks were lost; functions, types and `use` items you defined \
-         are kept."
+         variables and running tasks were lost; functions, types and `use` items of earlier \
+         cells are kept (not those of this cell: it did not finish)."
     );
     let mut traceback = vec![format!("{RED}KernelRestarted{RESET}: {message}")];
     if let Some(panic) = panic {
@@ -742,6 +749,17 @@ mod tests {
         let code = "let a = 1;\nlet b: Option<u8> = None;\nb.unwrap();";
         let generated = "fn x() {\n    let a = 1;\n    let b: Option<u8> = None;\n    b.unwrap();\n}";
         assert_eq!(cell_position(code, generated, 4, 7), Some((3, 3)));
+    }
+
+    #[test]
+    fn a_panic_in_a_function_of_an_earlier_cell_shows_that_line() {
+        let generated = "fn helper(v: &[u32]) -> u32 {\n    let first = v[0];\n    first\n}\nfn run() {\n    helper(&[]);\n}";
+        let record = |in_cell_crate| PanicRecord { message: "index out of bounds".into(), line: 2, column: 17, in_cell_crate };
+        let traceback = panic("helper(&[]);", generated, &record(true)).traceback.join("\n");
+        assert!(traceback.contains("in code of an earlier cell: let first = v[0];"), "{traceback}");
+        // A location in a library is not looked up in the cell's crate.
+        let traceback = panic("let first = v[0];", generated, &record(false)).traceback.join("\n");
+        assert!(!traceback.contains("-->"), "{traceback}");
     }
 
     #[test]

@@ -36,8 +36,11 @@ pub(crate) struct CellFate {
 #[derive(Debug, Clone)]
 pub(crate) struct PanicRecord {
     pub message: String,
+    /// Where it panicked, when that is in the cell's crate (evcxr's generated source).
     pub line: u32,
     pub column: u32,
+    /// The panic's location is in the cell's crate, not in a library.
+    pub in_cell_crate: bool,
 }
 
 #[derive(Default)]
@@ -333,6 +336,7 @@ fn handle_record(
                 message: payload["message"].as_str().unwrap_or_default().to_owned(),
                 line: payload["line"].as_u64().unwrap_or(0) as u32,
                 column: payload["column"].as_u64().unwrap_or(0) as u32,
+                in_cell_crate: payload["file"] == "src/lib.rs",
             })
         }
         protocol::INTERRUPTED => state.fate.interrupted = true,
