@@ -180,6 +180,21 @@ def test_futures_kept_in_a_tuple_get_a_hint_to_bind_or_join_them(kc):
     assert result_text(msgs) == "10"
 
 
+def test_an_rc_moved_into_a_task_and_a_kept_guard_get_hints_that_fit(kc):
+    reply, msgs = run(kc, "let shared = std::rc::Rc::new(5);\ntokio::spawn(async move { println!(\"{shared}\"); });")
+    err = the_error(msgs)
+    assert_error_reply(reply, err, "CompileError")
+    traceback = plain("\n".join(err["content"]["traceback"]))
+    assert "what the task captures" in traceback and "`Arc`" in traceback, traceback
+    ok_reply, _ = run(kc, "let counter = std::sync::Mutex::new(5);")
+    assert ok_reply["content"]["status"] == "ok", ok_reply["content"]
+    reply, msgs = run(kc, "let guard = counter.lock().unwrap();\nprintln!(\"{}\", *guard);")
+    err = the_error(msgs)
+    assert_error_reply(reply, err, "CompileError")
+    traceback = plain("\n".join(err["content"]["traceback"]))
+    assert "cell line 1" in traceback and "a guard from `.lock()`" in traceback, traceback
+
+
 def test_kernel_survives_panic(kc):
     reply, msgs = run(kc, "let kept = 5;")
     assert reply["content"]["status"] == "ok"

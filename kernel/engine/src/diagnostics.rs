@@ -45,10 +45,21 @@ fn compile_hint(code: Option<&str>, text: &str) -> Option<&'static str> {
     }
     if text.contains("cannot be sent between threads safely") {
         return Some(
-            "`tokio::spawn` may run the task on any worker thread, so everything the task holds \
-             across an `.await` must be `Send`. `Rc` and `RefCell` are not: use `Arc` and \
-             `tokio::sync::Mutex`, or drop the value before the `.await`. (Top-level cell code \
-             is not spawned, so `Rc` is fine there.)",
+            "`tokio::spawn` may run the task on any worker thread, and move it to another at \
+             each `.await`, so what the task captures, and what it holds across an `.await`, \
+             must be `Send`. `Rc` and `RefCell` are not: use `Arc` and a `Mutex` instead, or \
+             make and drop such a value inside the task between two `.await`s. (Top-level cell \
+             code is not spawned, so `Rc` is fine there.)",
+        );
+    }
+    if text.contains("non-static lifetime so") {
+        // evcxr's words for a `let` whose value borrows from another (E0597).
+        return Some(
+            "this variable borrows from another value: a guard from `.lock()`, a slice or an \
+             iterator of a collection, a `&str` of a `String`. A variable kept for later cells \
+             must own its value. Use the borrow in this cell, inside a `{ }` block (a guard is \
+             then released at the block's end), and keep the owner (the `Mutex`, the `Vec`) to \
+             borrow it again in a later cell.",
         );
     }
     if text.contains("offline mode (--offline)") || text.contains("without `--offline`") {
