@@ -64,6 +64,20 @@ def test_a_flood_of_output_is_cut_with_a_note_and_the_cells_error_still_comes(kc
     assert stream_text(msgs) == "after\n" and stream_text(msgs, "stderr") == ""
 
 
+def test_dbg_shows_the_cells_line_and_returns_its_value(kc):
+    reply, msgs = run(kc, "let base = 2;\nlet got = dbg!(base + 1);\ntokio::spawn(async { dbg!(\"in a task\"); }).await.unwrap();\ngot")
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    assert stream_text(msgs, "stderr") == (
+        "[cell line 2, column 11] base + 1 = 3\n[cell line 3, column 22] \"in a task\" = \"in a task\"\n"
+    ), [summary(m) for m in msgs]
+    assert result_text(msgs) == "3"
+    reply, msgs = run(kc, "fn twice(v: u8) -> u8 { dbg!(v) * 2 }")
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    reply, msgs = run(kc, "twice(4)")
+    assert stream_text(msgs, "stderr") == "[dbg in code of an earlier cell] v = 4\n", [summary(m) for m in msgs]
+    assert result_text(msgs) == "8"
+
+
 def test_display_data(kc):
     code = r'println!("EVCXR_BEGIN_CONTENT text/html\n<b>hi</b>\nEVCXR_END_CONTENT");'
     reply, msgs = run(kc, code)

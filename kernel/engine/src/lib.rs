@@ -206,8 +206,8 @@ impl Engine {
         std::fs::write(work_dir.path().join(OWNER_FILE), std::process::id().to_string())?;
         let socket_path = work_dir.path().join("output.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket_path)?;
-        let output = Arc::new(OutputReader::start(listener, Arc::clone(&sink)));
         let cell_dir = template.map_or_else(|| work_dir.path().join("cell"), Path::to_path_buf);
+        let output = Arc::new(OutputReader::start(listener, Arc::clone(&sink), cell_dir.join("src/lib.rs")));
         runtime_library::write_cargo_profile(&cell_dir)?;
         // Light only with the prepared library to pass to cells; preparing it needs cargo to
         // build it, as a plain dependency.
@@ -454,6 +454,7 @@ impl Engine {
         let pid = self.process.lock().ok().map(|child| child.id() as i32);
         self.killed_by_interrupt.store(false, Ordering::SeqCst);
         self.output.begin_cell(input, pid);
+        self.output.note_cell_code(code);
         if self.output.interrupts() > interrupts_at_send {
             let _ = self.output.finish_cell(Duration::ZERO, false);
             return Ok(CellOutcome::Failure(diagnostics::interrupted_before_start()));
@@ -776,32 +777,17 @@ fn without_hidden_doc_lines(doc: &str) -> String {
 /// Run once at start: makes every cell async (evcxr switches on E0728, an await outside async),
 /// names the runtime library `rust_async` too, lets `?` errors report their type name, and
 /// shows a cell's final value in one compile instead of two (`__DisplayFinalValue`).
-/// The `eprintln!` wrapper matches exactly how evcxr prints the error a `?` returned. The
-/// print macros write through the runtime library, which credits each print to its cell;
-/// a cell that uses none of them must not get warnings (evcxr's check of a cell whose
-/// variable cannot be kept would report them instead of the reason).
+/// The print macros and `dbg!` are the runtime library's, which credits each print to its
+/// cell (its `eprintln!` matches exactly how evcxr prints the error a `?` returned). They are
+/// imported by path, not defined here: evcxr writes items in no fixed order, and a
+/// `macro_rules!` reaches only the code after it. A cell that uses none of them must not get
+/// warnings (evcxr's check of a cell whose variable cannot be kept would report them instead
+/// of the reason).
 pub(crate) const PRELUDE: &str = r#"
 use tokio as rust_async;
 use tokio::__DisplayFinalValue as _;
-#[allow(unused_macros)]
-macro_rules! eprintln {
-    ("{}", $error:ident) => {{ ::tokio::__report_error_type(&$error); ::tokio::__eprint(format_args!("{}\n", $error)) }};
-    () => { ::tokio::__eprint(format_args!("\n")) };
-    ($($argument:tt)*) => { ::tokio::__eprint(format_args!("{}\n", format_args!($($argument)*))) };
-}
-#[allow(unused_macros)]
-macro_rules! eprint {
-    ($($argument:tt)*) => { ::tokio::__eprint(format_args!($($argument)*)) };
-}
-#[allow(unused_macros)]
-macro_rules! println {
-    () => { ::tokio::__print(format_args!("\n")) };
-    ($($argument:tt)*) => { ::tokio::__print(format_args!("{}\n", format_args!($($argument)*))) };
-}
-#[allow(unused_macros)]
-macro_rules! print {
-    ($($argument:tt)*) => { ::tokio::__print(format_args!($($argument)*)) };
-}
+#[allow(unused_imports)]
+use tokio::{dbg, eprint, eprintln, print, println};
 { async {}.await; };
 "#;
 

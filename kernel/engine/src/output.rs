@@ -60,6 +60,52 @@ struct Shared {
     held_stderr: HeldStderr,
     /// Counts the records read, so a cell's end can be waited for while its output still comes.
     records_read: u64,
+    /// The code of the cell being run, noted by the engine (see [`CellSources`]).
+    running_code: Option<Arc<str>>,
+    /// The sources of the latest cells that ran, by cell number.
+    sources: std::collections::BTreeMap<u64, CellSources>,
+    /// Where evcxr writes the source it compiles.
+    generated_source: std::path::PathBuf,
+}
+
+/// A cell's code and the source evcxr generated from it, to find in the cell the line a
+/// `dbg!` wrote from (also later, from a task the cell spawned).
+struct CellSources {
+    code: Arc<str>,
+    generated: Arc<str>,
+}
+
+/// How many cells' sources are kept for the `dbg!`s of their tasks.
+const SOURCES_KEPT: usize = 64;
+
+/// Puts the cell's line and column in place of each generated-source location of a `dbg!`
+/// in `text` (see `protocol::DEBUG_LOCATION`); where the line is not in the cell's code (a
+/// function an earlier cell defined), says so.
+fn locate_debug_prints(text: &str, sources: Option<&CellSources>) -> String {
+    let mut located = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(protocol::DEBUG_LOCATION) {
+        located.push_str(&rest[..start]);
+        let after = &rest[start + protocol::DEBUG_LOCATION.len()..];
+        let Some(end) = after.find('\u{1e}') else {
+            rest = after;
+            continue;
+        };
+        let mut numbers = after[..end].split(':').map(|number| number.parse::<u32>().ok());
+        let position = match (numbers.next().flatten(), numbers.next().flatten(), sources) {
+            (Some(line), Some(column), Some(sources)) => {
+                crate::diagnostics::cell_position(&sources.code, &sources.generated, line, column)
+            }
+            _ => None,
+        };
+        match position {
+            Some((line, column)) => located.push_str(&format!("[cell line {line}, column {column}]")),
+            None => located.push_str("[dbg in code of an earlier cell]"),
+        }
+        rest = &after[end + '\u{1e}'.len_utf8()..];
+    }
+    located.push_str(rest);
+    located
 }
 
 /// evcxr's words (its `check_variable`, run as a cell starts) for a kept variable whose type
@@ -142,8 +188,9 @@ pub(crate) struct OutputReader {
 }
 
 impl OutputReader {
-    pub fn start(listener: UnixListener, sink: EventSink) -> OutputReader {
-        let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
+    /// `generated_source`: the file evcxr writes each cell's crate to.
+    pub fn start(listener: UnixListener, sink: EventSink, generated_source: std::path::PathBuf) -> OutputReader {
+        let shared = Arc::new((Mutex::new(Shared { generated_source, ..Shared::default() }), Condvar::new()));
         let reader_shared = Arc::clone(&shared);
         let reader_sink = Arc::clone(&sink);
         std::thread::Builder::new()
@@ -158,9 +205,16 @@ impl OutputReader {
         OutputReader { shared, sink }
     }
 
+    /// Notes the code of the cell about to run (after [`OutputReader::begin_cell`]): its
+    /// `dbg!` lines are then shown with the cell's line and column.
+    pub fn note_cell_code(&self, code: &str) {
+        self.shared.0.lock().unwrap().running_code = Some(code.into());
+    }
+
     /// Prepares for a new cell run.
     pub fn begin_cell(&self, input: InputReader, child_pid: Option<i32>) {
         let mut shared = self.shared.0.lock().unwrap();
+        shared.running_code = None;
         shared.fate = CellFate::default();
         shared.input = Some(input);
         shared.interrupt_when_started = false;
@@ -285,8 +339,11 @@ fn handle_record(
     let cell = state.current_cell;
     match record["kind"].as_str().unwrap_or_default() {
         "stream" => {
-            let text = record["text"].as_str().unwrap_or_default().to_owned();
+            let mut text = record["text"].as_str().unwrap_or_default().to_owned();
             let name = if record["name"] == "stderr" { StreamName::Stderr } else { StreamName::Stdout };
+            if name == StreamName::Stderr && text.contains(protocol::DEBUG_LOCATION) {
+                text = locate_debug_prints(&text, cell.and_then(|cell| state.sources.get(&cell)));
+            }
             let capturing = state.fate.error_type.is_some() && !state.fate.question_mark_error;
             if name == StreamName::Stderr && capturing && !state.fate.ended {
                 // evcxr prints the error a `?` returned; it becomes the cell's error instead.
@@ -311,6 +368,14 @@ fn handle_record(
         }
         protocol::CELL_START => {
             let number = payload_text.trim().parse().ok();
+            if let (Some(number), Some(code)) = (number, state.running_code.clone()) {
+                // evcxr wrote the cell's crate just before it compiled and ran it.
+                let generated = std::fs::read_to_string(&state.generated_source).unwrap_or_default();
+                state.sources.insert(number, CellSources { code, generated: generated.into() });
+                while state.sources.len() > SOURCES_KEPT {
+                    state.sources.pop_first();
+                }
+            }
             let held = state.held_stderr.release();
             state.current_cell = number;
             state.fate.cell = number;
@@ -385,6 +450,21 @@ fn handle_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dbg_location_becomes_the_cells_line_and_column() {
+        let sources = CellSources {
+            code: "let a = 2;\ndbg!(a + 1);".into(),
+            generated: "fn f() {\n    let a = 2;\n    dbg!(a + 1);\n}".into(),
+        };
+        let mark = protocol::DEBUG_LOCATION;
+        let text = format!("before\n{mark}3:5\u{1e} a + 1 = 3\n{mark}9:1\u{1e} x = 1\n");
+        assert_eq!(
+            locate_debug_prints(&text, Some(&sources)),
+            "before\n[cell line 2, column 1] a + 1 = 3\n[dbg in code of an earlier cell] x = 1\n"
+        );
+        assert_eq!(locate_debug_prints(&format!("{mark}3:5\u{1e} v\n"), None), "[dbg in code of an earlier cell] v\n");
+    }
 
     fn streams(events: &[EngineEvent]) -> Vec<(Option<u64>, String)> {
         events

@@ -346,9 +346,83 @@ pub fn __eprint(arguments: std::fmt::Arguments<'_>) {
     cell::write_for_cell(cell::Stream::Stderr, arguments);
 }
 
+/// What the kernel's `dbg!` writes: as std's, but credited to its cell like `eprintln!`, and
+/// with a location the kernel turns into the cell's line and column.
+#[doc(hidden)]
+pub fn __dbg(line: u32, column: u32, expression: &str, value: &dyn std::fmt::Debug) {
+    let location = protocol::DEBUG_LOCATION;
+    cell::write_for_cell(
+        cell::Stream::Stderr,
+        format_args!("{location}{line}:{column}\u{1e} {expression} = {value:#?}\n"),
+    );
+}
+
+/// `dbg!()` without a value: only where it is.
+#[doc(hidden)]
+pub fn __dbg_here(line: u32, column: u32) {
+    let location = protocol::DEBUG_LOCATION;
+    cell::write_for_cell(cell::Stream::Stderr, format_args!("{location}{line}:{column}\u{1e}\n"));
+}
+
 /// Called by the kernel's `eprintln!` wrapper just before a `?` in a cell turns an error into
 /// the cell's failure, so the error can be reported under its own type name.
 #[doc(hidden)]
 pub fn __report_error_type<T: ?Sized>(_error: &T) {
     cell::write_record(protocol::ERROR_TYPE, std::any::type_name::<T>());
+}
+
+// The print macros of cells. The kernel's prelude imports them by path (`use tokio::{..}`),
+// which holds in the whole crate: evcxr writes a cell crate's items in no fixed order, and a
+// `macro_rules!` of the prelude would not reach a function written before it. Defined last
+// here, so that this crate's own code keeps std's.
+
+/// `print!`, written for its cell (see [`__print`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! print {
+    ($($argument:tt)*) => { $crate::__print(::std::format_args!($($argument)*)) };
+}
+
+/// `println!`, written for its cell (see [`__print`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! println {
+    () => { $crate::__print(::std::format_args!("\n")) };
+    ($($argument:tt)*) => { $crate::__print(::std::format_args!("{}\n", ::std::format_args!($($argument)*))) };
+}
+
+/// `eprint!`, written for its cell (see [`__eprint`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! eprint {
+    ($($argument:tt)*) => { $crate::__eprint(::std::format_args!($($argument)*)) };
+}
+
+/// `eprintln!`, written for its cell. Its first arm is the one evcxr's wrapper uses to print
+/// the error a `?` returned from the cell: the error's type is noted first.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! eprintln {
+    ("{}", $error:ident) => {{
+        $crate::__report_error_type(&$error);
+        $crate::__eprint(::std::format_args!("{}\n", $error))
+    }};
+    () => { $crate::__eprint(::std::format_args!("\n")) };
+    ($($argument:tt)*) => { $crate::__eprint(::std::format_args!("{}\n", ::std::format_args!($($argument)*))) };
+}
+
+/// `dbg!`, as std's, with the cell's line and column (see [`__dbg`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! dbg {
+    () => { $crate::__dbg_here(::std::line!(), ::std::column!()) };
+    ($value:expr $(,)?) => {
+        match $value {
+            value => {
+                $crate::__dbg(::std::line!(), ::std::column!(), ::std::stringify!($value), &value);
+                value
+            }
+        }
+    };
+    ($($value:expr),+ $(,)?) => { ($($crate::dbg!($value)),+,) };
 }

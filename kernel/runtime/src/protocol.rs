@@ -31,6 +31,11 @@ pub const CLEAR_OUTPUT: &str = "clear-output";
 /// second at most): without it, the last lines printed before an exit were lost.
 pub const EXIT_FLUSH: &str = "exit-flush";
 
+/// Begins the location of a `dbg!` in stderr text: `{DEBUG_LOCATION}LINE:COLUMN\u{1e}`, where
+/// LINE:COLUMN is in the generated source. The kernel puts the cell's own line and column in
+/// its place (it knows the cell's code and its generated source; the user process does not).
+pub const DEBUG_LOCATION: &str = "\u{1e}dbg:";
+
 /// The abstract Unix socket name on which the exiting process `pid` awaits the answer to
 /// [`EXIT_FLUSH`].
 pub fn exit_ack_socket_name(pid: u32) -> String {
