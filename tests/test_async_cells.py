@@ -574,6 +574,10 @@ def test_a_runtime_from_the_builder_is_a_tokio_runtime_that_can_be_named_and_kep
     traceback = plain("\n".join(err["content"]["traceback"]))
     assert "cell line 2, column 6" in traceback, traceback
     assert "every cell already runs inside the kernel's runtime" in traceback, traceback
+    # On a blocking thread of the kernel's runtime, a runtime of one's own runs, as in tokio.
+    reply, msgs = run(kc, "tokio::task::spawn_blocking(|| make_runtime().block_on(async { 5 })).await.unwrap()")
+    ok(reply, msgs)
+    assert result_text(msgs) == "5"
 
 
 def test_clear_forgets_the_session_but_cells_stay_async(fresh_kernel):

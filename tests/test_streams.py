@@ -64,6 +64,24 @@ def test_a_flood_of_output_is_cut_with_a_note_and_the_cells_error_still_comes(kc
     assert stream_text(msgs) == "after\n" and stream_text(msgs, "stderr") == ""
 
 
+def test_a_flood_of_wide_characters_then_a_question_mark_error_keeps_the_error(kc):
+    # Lines of multi-byte characters, so the cut falls inside one; then a `?` error, whose text
+    # is printed after the limit and must still be the cell's error.
+    reply, msgs = run(
+        kc,
+        'for i in 0..200_000 { println!("{i} 日本🦀"); }\n'
+        'let parsed: u8 = "not a number".parse()?;',
+        timeout=240,
+    )
+    assert reply["content"]["status"] == "error", [summary(m) for m in msgs[-5:]]
+    assert reply["content"]["ename"] == "ParseIntError", reply["content"]
+    assert "invalid digit" in reply["content"]["evalue"], reply["content"]
+    assert "output truncated" in stream_text(msgs, "stderr")
+    assert stream_text(msgs).endswith("日本🦀\n")
+    reply, msgs = run(kc, 'println!("still here");')
+    assert stream_text(msgs) == "still here\n", [summary(m) for m in msgs]
+
+
 def test_dbg_shows_the_cells_line_and_returns_its_value(kc):
     reply, msgs = run(kc, "let base = 2;\nlet got = dbg!(base + 1);\ntokio::spawn(async { dbg!(\"in a task\"); }).await.unwrap();\ngot")
     assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
@@ -221,6 +239,21 @@ def test_fmt_at_the_top_of_a_cell_applies_to_that_cells_value_alone_shown(kc):
         assert stream_text(msgs) == "printed\n"
     finally:
         run(kc, ":fmt")
+
+
+def test_a_failed_cell_keeps_no_display_command(kc):
+    # As evcxr: a cell's `:types` counts only if the cell succeeds.
+    reply, _ = run(kc, ':types\npanic!("fails");')
+    assert reply["content"]["status"] == "error"
+    reply, msgs = run(kc, "5u8")
+    assert result_text(msgs) == "5", [summary(m) for m in msgs]
+    try:
+        reply, msgs = run(kc, ":types\n6u8")
+        assert result_text(msgs) == ": u8 = 6", [summary(m) for m in msgs]
+    finally:
+        run(kc, ":types")
+    reply, msgs = run(kc, "7u8")
+    assert result_text(msgs) == "7", [summary(m) for m in msgs]
 
 
 def test_types_shows_the_type_of_a_final_value(kc):

@@ -426,6 +426,18 @@ impl Engine {
     }
 
     fn execute_code(&mut self, code: &str, input: InputReader, interrupts_at_send: u64) -> CellOutcome {
+        // Before the code runs, so that a `:fmt` at the top of a cell applies to the cell's own
+        // value; kept only if the cell succeeds, as evcxr keeps a cell's commands.
+        let format_before = self.final_value_format.clone();
+        self.follow_display_commands(code);
+        let outcome = self.execute_code_and_retry(code, input, interrupts_at_send);
+        if let CellOutcome::Failure(_) = outcome {
+            self.use_final_value_format(format_before);
+        }
+        outcome
+    }
+
+    fn execute_code_and_retry(&mut self, code: &str, input: InputReader, interrupts_at_send: u64) -> CellOutcome {
         match self.execute_code_once(code, Arc::clone(&input), interrupts_at_send) {
             // The process ended before this cell's code started: while the cell compiled, a
             // task called `std::process::exit` or crashed. That is not this cell's failure: say
@@ -461,8 +473,6 @@ impl Engine {
         }
         let notes = self.work_dir.path().join(NEVER_AWAITED_FILE);
         never_awaited::take_notes(&notes);
-        // Before the code runs: a `:fmt` at the top of a cell applies to the cell's own value.
-        self.follow_display_commands(code);
         let mut result = self.context.execute(code);
         let written = code;
         let mut code = std::borrow::Cow::Borrowed(code);
@@ -470,6 +480,7 @@ impl Engine {
         while let Err(evcxr::Error::Message(message)) = &result {
             let Some((name, output)) = future_values::unpersistable_future(message) else { break };
             let Some(rewritten) = future_values::box_future_binding(&code, &name, &output) else { break };
+            self.output.note_cell_code(&rewritten);
             let retried = self.context.execute(&rewritten);
             let has_pin = future_values::heap_pin_statements(&rewritten).is_some();
             if let (Err(evcxr::Error::CompilationErrors(errors)), false) = (&retried, has_pin) {
@@ -485,6 +496,7 @@ impl Engine {
         }
         if let Err(evcxr::Error::CompilationErrors(_)) = &result {
             if let Some(rewritten) = future_values::heap_pin_statements(&code) {
+                self.output.note_cell_code(&rewritten);
                 let retried = self.context.execute(&rewritten);
                 if retried.is_ok() {
                     (code, result) = (std::borrow::Cow::Owned(rewritten), retried);
@@ -500,6 +512,7 @@ impl Engine {
             if only_warnings || errors.iter().any(diagnostics::is_never_type_error) {
                 let generated = self.context.last_source().unwrap_or_default();
                 if let Some(rewritten) = future_values::annotate_never_typed_lets(&code, &generated) {
+                    self.output.note_cell_code(&rewritten);
                     let retried = self.context.execute(&rewritten);
                     if retried.is_ok() {
                         (code, result) = (std::borrow::Cow::Owned(rewritten), retried);
@@ -512,6 +525,7 @@ impl Engine {
         if let Err(evcxr::Error::CompilationErrors(errors)) = &result {
             let rendered: Vec<String> = errors.iter().filter(|error| error.code() == Some("E0308")).map(|error| error.rendered()).collect();
             if let Some(rewritten) = future_values::annotate_mistyped_lets(&code, &rendered) {
+                self.output.note_cell_code(&rewritten);
                 let retried = self.context.execute(&rewritten);
                 if retried.is_ok() {
                     (code, result) = (std::borrow::Cow::Owned(rewritten), retried);
@@ -549,8 +563,12 @@ impl Engine {
             .finish_cell(if ran { Duration::from_secs(5) } else { Duration::ZERO }, process_died);
         let killed_by_interrupt = self.killed_by_interrupt.swap(false, Ordering::SeqCst);
         if let (Err(evcxr::Error::SubprocessTerminated(message)), None, false) = (&result, fate.cell, killed_by_interrupt) {
-            // No `cell-start` record came: the cell's code never ran.
-            return Err(ProcessEndedBeforeStart { detail: message.clone() });
+            // No `cell-start` record came: the cell's code never ran. Unless the process died
+            // by a signal (a crash): its last records, `cell-start` too, may not have been
+            // sent, and the crash may be the cell's own.
+            if diagnostics::exit_status_of(message).starts_with("exit status") {
+                return Err(ProcessEndedBeforeStart { detail: message.clone() });
+            }
         }
         if let Err(evcxr::Error::CompilationErrors(errors)) = &result {
             // evcxr keeps only diagnostics that point into the user's code when there are any:
@@ -664,8 +682,6 @@ impl Engine {
 
     /// evcxr keeps `:fmt` and `:types` for the final value it prints itself; the runtime
     /// library prints most final values (`__DisplayFinalValue`) and reads them from a file.
-    /// Called before the cell runs, so that the cell's own value follows them (evcxr, too,
-    /// takes a cell's commands before its code).
     fn follow_display_commands(&mut self, code: &str) {
         let mut format = self.final_value_format.clone();
         for command in commands::leading_commands(code) {
@@ -675,6 +691,11 @@ impl Engine {
                 _ => {}
             }
         }
+        self.use_final_value_format(format);
+    }
+
+    /// Passes `format` on to the runtime library, if it is not the one in use.
+    fn use_final_value_format(&mut self, format: FinalValueFormat) {
         if format != self.final_value_format {
             let path = self.work_dir.path().join(FINAL_VALUE_FORMAT_FILE);
             let written = if format == FinalValueFormat::default() {

@@ -301,6 +301,8 @@ fn send_sigint(pid: i32) {
 }
 
 fn read_connection(connection: UnixStream, shared: &Arc<(Mutex<Shared>, Condvar)>, sink: &EventSink) {
+    // A new user process numbers its cells from 1 again.
+    shared.0.lock().unwrap().sources.clear();
     let Ok(mut replies) = connection.try_clone() else {
         return;
     };

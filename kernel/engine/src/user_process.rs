@@ -142,6 +142,7 @@ fn rewire_streams(socket_path: &std::path::Path) -> std::io::Result<()> {
             carried_content: String::new(),
             credited_cell: 0,
             printed_by_cell: std::collections::HashMap::new(),
+            error_text_follows: false,
         };
         forwarder.run(receiver, stdout_name);
     });
@@ -342,6 +343,8 @@ struct Forwarder {
     credited_cell: u64,
     /// How much text each cell has printed, against [`OUTPUT_LIMIT_BYTES`].
     printed_by_cell: std::collections::HashMap<u64, usize>,
+    /// An `error-type` record came: the next stderr text is the error a `?` returned.
+    error_text_follows: bool,
 }
 
 impl Forwarder {
@@ -371,6 +374,11 @@ impl Forwarder {
     }
 
     fn user_text(&mut self, stream: &'static str, text: &str) {
+        if stream == "stderr" && std::mem::take(&mut self.error_text_follows) {
+            // The error a `?` returned, which becomes the cell's error: never cut.
+            self.queue_text(stream, text);
+            return;
+        }
         let printed = self.printed_by_cell.entry(self.credited_cell).or_default();
         // More than the limit counted: the cell's text was cut, and the note sent.
         if text.is_empty() || *printed > OUTPUT_LIMIT_BYTES {
@@ -383,15 +391,16 @@ impl Forwarder {
             return;
         }
         *printed = OUTPUT_LIMIT_BYTES + 1;
+        let mut fits = room;
+        while !text.is_char_boundary(fits) {
+            fits -= 1;
+        }
         // Whole lines only, unless one long line is all there is room for.
-        let mut cut = match text[..room].rfind('\n') {
+        let cut = match text[..fits].rfind('\n') {
             Some(newline) => newline + 1,
-            None if room >= 4096 => room,
+            None if fits >= 4096 => fits,
             None => 0,
         };
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
         self.queue_text(stream, &text[..cut]);
         let note = format!(
             "\n[output truncated: this cell and its tasks printed more than {} MiB; the rest is not \
@@ -469,6 +478,11 @@ impl Forwarder {
         }
         if kind == protocol::CELL_START || kind == protocol::OUTPUT_OF {
             self.credited_cell = payload.trim().parse().unwrap_or(0);
+        } else if kind == protocol::ERROR_TYPE {
+            self.error_text_follows = true;
+        } else if kind == protocol::CLEAR_OUTPUT {
+            // What was shown is cleared: a progress display may print on.
+            self.printed_by_cell.remove(&self.credited_cell);
         }
         let payload = match serde_json::from_str::<serde_json::Value>(payload) {
             Ok(value) if kind == protocol::PANIC || kind == protocol::DISPLAY => value,

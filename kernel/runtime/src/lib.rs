@@ -100,9 +100,10 @@ pub mod runtime {
             match &*self.0 {
                 Flavour::Shared => crate::cell::run_cell(future),
                 Flavour::Own(runtime) => {
-                    // tokio would panic too, but in its own code: here the panic points at
-                    // the cell line that called `block_on` (or wrote `#[tokio::main]`).
-                    if tokio::runtime::Handle::try_current().is_ok() {
+                    // On the cell's thread tokio would panic too, but in its own code: here the
+                    // panic points at the cell line that called `block_on` (or wrote
+                    // `#[tokio::main]`). Elsewhere (`spawn_blocking`) tokio decides.
+                    if crate::cell::on_cell_thread() && tokio::runtime::Handle::try_current().is_ok() {
                         panic!(
                             "Cannot start a runtime from within a runtime: `block_on` blocks \
                              this thread, which already runs the kernel's runtime."
@@ -372,9 +373,10 @@ pub fn __report_error_type<T: ?Sized>(_error: &T) {
 }
 
 // The print macros of cells. The kernel's prelude imports them by path (`use tokio::{..}`),
-// which holds in the whole crate: evcxr writes a cell crate's items in no fixed order, and a
-// `macro_rules!` of the prelude would not reach a function written before it. Defined last
-// here, so that this crate's own code keeps std's.
+// which holds in the whole crate root: evcxr writes a cell crate's items in no fixed order,
+// and a `macro_rules!` of the prelude would not reach a function written before it. This
+// crate's own code prints with std's (its modules do not import these; its root prints
+// nothing).
 
 /// `print!`, written for its cell (see [`__print`]).
 #[doc(hidden)]
