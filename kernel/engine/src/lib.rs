@@ -440,7 +440,7 @@ impl Engine {
     fn execute_code_and_retry(&mut self, code: &str, input: InputReader, interrupts_at_send: u64) -> CellOutcome {
         match self.execute_code_once(code, Arc::clone(&input), interrupts_at_send) {
             // The process ended before this cell's code started: while the cell compiled, a
-            // task called `std::process::exit` or crashed. That is not this cell's failure: say
+            // task called `std::process::exit`. That is not this cell's failure: say
             // so, as when it ends between cells, and run the cell in the new process that evcxr
             // started (once: a second end is the cell's own).
             Err(ProcessEndedBeforeStart { detail }) => {
