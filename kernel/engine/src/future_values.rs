@@ -178,13 +178,11 @@ pub(crate) fn annotate_never_typed_lets(code: &str, generated: &str) -> Option<S
 /// `None` when no such error names a plain `let NAME =` of the cell, or a type that can be
 /// written (`{integer}`, closures, `impl` types cannot).
 pub(crate) fn annotate_mistyped_lets(code: &str, rendered: &[String]) -> Option<String> {
-    const STORE: &str = "put_variable::<";
     let mut annotated = code.to_owned();
     let mut changed = false;
     for error in rendered {
-        let Some(store_line) = error.lines().find(|line| line.contains(STORE)) else { continue };
-        let Some((_, after)) = store_line.split_once("(stringify!(") else { continue };
-        let Some((name, _)) = after.split_once(')') else { continue };
+        // The error quotes evcxr's store line (its help may quote it again, altered).
+        let Some(&(name, _)) = stored_variable_types(error).first() else { continue };
         let Some((_, found)) = error.split_once(", found `") else { continue };
         let Some((found, _)) = found.split_once("`\n").or_else(|| found.split_once('`')) else { continue };
         if found.is_empty() || found.contains(['{', '@']) || found.contains("impl ") {

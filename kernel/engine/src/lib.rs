@@ -457,6 +457,12 @@ impl Engine {
         }
     }
 
+    /// Runs a cell the engine rewrote (its lines kept), noting that code for `dbg!` lines.
+    fn execute_rewritten(&mut self, rewritten: &str) -> Result<evcxr::EvalOutputs, evcxr::Error> {
+        self.output.note_cell_code(rewritten);
+        self.context.execute(rewritten)
+    }
+
     fn execute_code_once(
         &mut self,
         code: &str,
@@ -480,8 +486,7 @@ impl Engine {
         while let Err(evcxr::Error::Message(message)) = &result {
             let Some((name, output)) = future_values::unpersistable_future(message) else { break };
             let Some(rewritten) = future_values::box_future_binding(&code, &name, &output) else { break };
-            self.output.note_cell_code(&rewritten);
-            let retried = self.context.execute(&rewritten);
+            let retried = self.execute_rewritten(&rewritten);
             let has_pin = future_values::heap_pin_statements(&rewritten).is_some();
             if let (Err(evcxr::Error::CompilationErrors(errors)), false) = (&retried, has_pin) {
                 if errors.iter().any(diagnostics::is_borrow_error) {
@@ -496,8 +501,7 @@ impl Engine {
         }
         if let Err(evcxr::Error::CompilationErrors(_)) = &result {
             if let Some(rewritten) = future_values::heap_pin_statements(&code) {
-                self.output.note_cell_code(&rewritten);
-                let retried = self.context.execute(&rewritten);
+                let retried = self.execute_rewritten(&rewritten);
                 if retried.is_ok() {
                     (code, result) = (std::borrow::Cow::Owned(rewritten), retried);
                 }
@@ -512,8 +516,7 @@ impl Engine {
             if only_warnings || errors.iter().any(diagnostics::is_never_type_error) {
                 let generated = self.context.last_source().unwrap_or_default();
                 if let Some(rewritten) = future_values::annotate_never_typed_lets(&code, &generated) {
-                    self.output.note_cell_code(&rewritten);
-                    let retried = self.context.execute(&rewritten);
+                    let retried = self.execute_rewritten(&rewritten);
                     if retried.is_ok() {
                         (code, result) = (std::borrow::Cow::Owned(rewritten), retried);
                     }
@@ -525,8 +528,7 @@ impl Engine {
         if let Err(evcxr::Error::CompilationErrors(errors)) = &result {
             let rendered: Vec<String> = errors.iter().filter(|error| error.code() == Some("E0308")).map(|error| error.rendered()).collect();
             if let Some(rewritten) = future_values::annotate_mistyped_lets(&code, &rendered) {
-                self.output.note_cell_code(&rewritten);
-                let retried = self.context.execute(&rewritten);
+                let retried = self.execute_rewritten(&rewritten);
                 if retried.is_ok() {
                     (code, result) = (std::borrow::Cow::Owned(rewritten), retried);
                 }
@@ -592,14 +594,6 @@ impl Engine {
             }
         }
         self.kept_variables.extend(variables);
-        if let CellOutcome::Success { result } = &mut outcome {
-            if let Some(values) = result {
-                without_display_notices(written, values);
-            }
-            if result.as_ref().is_some_and(|values| values.is_empty()) {
-                *result = None;
-            }
-        }
         Ok(outcome)
     }
 
@@ -838,11 +832,12 @@ fn outcome(
             } else if fate.question_mark_error {
                 failure(diagnostics::question_mark_error(written, fate.error_type.as_deref(), &fate.error_text))
             } else {
-                let result: serde_json::Map<_, _> = outputs
+                let mut result: serde_json::Map<_, _> = outputs
                     .content_by_mime_type
                     .into_iter()
                     .map(|(mime, content)| (mime, serde_json::Value::String(content)))
                     .collect();
+                without_display_notices(written, &mut result);
                 // A cell ending in a statement-like expression (`print!(..)`) has the value `()`.
                 let is_unit = result.len() == 1 && result.get("text/plain").is_some_and(|text| text == "()");
                 CellOutcome::Success { result: (!result.is_empty() && !is_unit).then_some(result) }

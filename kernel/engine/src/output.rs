@@ -130,10 +130,14 @@ struct HeldStderr {
 }
 
 impl HeldStderr {
+    /// All the held text, in order.
+    fn text(&self) -> String {
+        self.pieces.iter().map(|(_, piece)| piece.as_str()).collect()
+    }
+
     /// Whether all the held text is, or begins, evcxr's notices (one write comes in pieces).
     fn may_be_evcxr_notices(&self) -> bool {
-        let text: String = self.pieces.iter().map(|(_, piece)| piece.as_str()).collect();
-        text.split_inclusive('\n').all(|line| match line.strip_suffix('\n') {
+        self.text().split_inclusive('\n').all(|line| match line.strip_suffix('\n') {
             Some(whole) => lost_variable(whole).is_some(),
             None => EVCXR_LOST_PREFIX.starts_with(line) || line.starts_with(EVCXR_LOST_PREFIX),
         })
@@ -142,8 +146,7 @@ impl HeldStderr {
     /// Whether a whole notice is held: evcxr runs the cell again once it has dropped the lost
     /// variables, so the end of this first run is not the cell's end.
     fn has_notice(&self) -> bool {
-        let text: String = self.pieces.iter().map(|(_, piece)| piece.as_str()).collect();
-        text.lines().any(|line| lost_variable(line).is_some())
+        self.text().lines().any(|line| lost_variable(line).is_some())
     }
 
     /// The held text as events, in order, then one message per lost variable for the cell

@@ -164,8 +164,7 @@ pub mod runtime {
 
     /// Forwards setters that take a value and return the builder.
     macro_rules! forward_settings {
-        ($($(#[$attribute:meta])* $name:ident($($argument:ident: $type:ty),*);)*) => {$(
-            $(#[$attribute])*
+        ($($name:ident($($argument:ident: $type:ty),*);)*) => {$(
             pub fn $name(&mut self, $($argument: $type),*) -> &mut Self {
                 self.0.$name($($argument),*);
                 self
@@ -175,8 +174,7 @@ pub mod runtime {
 
     /// Forwards setters that take a callback and return the builder.
     macro_rules! forward_callbacks {
-        ($($(#[$attribute:meta])* $name:ident($($bound:tt)*);)*) => {$(
-            $(#[$attribute])*
+        ($($name:ident($($bound:tt)*);)*) => {$(
             pub fn $name<F>(&mut self, callback: F) -> &mut Self
             where
                 F: $($bound)* + Send + Sync + 'static,
