@@ -138,6 +138,46 @@ def fresh_kernel() -> Any:
     stop_kernel(km, kc)
 
 
+def analysis_processes() -> list[int]:
+    """The pids of rust-analyzer processes that kernels started for completion and inspection
+    (`rust-async-kernel analysis DIR`, kernel/engine/src/analysis_process.rs)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[0].endswith(b"rust-async-kernel") and argv[1] == b"analysis":
+            found.append(int(entry.name))
+    return found
+
+
+class AnalysisWatch:
+    """Watches, in a background thread, whether any rust-analyzer process runs."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.seen: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.05):
+            self.seen.update(analysis_processes())
+
+    def __enter__(self) -> "AnalysisWatch":
+        self.seen.update(analysis_processes())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 # --------------------------------------------------------------------------------------------
 # Messages
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from conftest import (
     FIRST_CELL_TIMEOUT,
+    AnalysisWatch,
+    analysis_processes,
     collect,
     flush,
     get_reply,
@@ -80,8 +82,8 @@ def test_a_future_shadowing_a_variable_of_the_same_cell_is_kept(kc):
 
 
 def test_a_worker_task_that_loops_forever_is_kept_in_a_variable(kc):
-    # rust-analyzer types the handle `JoinHandle<!>` (the loop never ends), which cannot be
-    # written out for the variable store; rustc itself infers `JoinHandle<()>`.
+    # rustc types the handle `JoinHandle<!>` (the loop never ends), which a later cell cannot
+    # write; written on the `let`, `JoinHandle<()>` is what rustc infers.
     ok(*run(kc, "let (jobs, mut inbox) = tokio::sync::mpsc::channel::<u32>(8);\n"
                 "let (results, mut outbox) = tokio::sync::mpsc::channel::<u32>(8);"))
     ok(*run(kc, "let worker = tokio::spawn(async move {\n"
@@ -212,7 +214,7 @@ def test_select_takes_the_first_ready_branch(kc):
 
 
 def test_a_select_kept_in_a_variable_has_the_type_rustc_infers(kc):
-    # rust-analyzer takes the `0` for an `i32`; the value is a `u32`.
+    # The `0` is a `u32` too, which rust-analyzer (which evcxr asked for types) took for an `i32`.
     ok(*run(kc, "async fn answer() -> u32 { 41 }"))
     reply, msgs = run(
         kc,
@@ -270,85 +272,63 @@ def test_interrupt_during_a_long_sleep_keeps_variables(km, kc):
     assert result_text(msgs) == "1234"
 
 
-def test_a_cell_sent_while_an_idle_kernel_warms_up_waits_for_it_and_can_be_stopped(tmp_path):
-    """A kernel started cold does the rust-analyzer work of a first `let` once it sits idle
-    after its first cell (server/src/engine_thread.rs). A cell sent meanwhile waits for the
-    step under way and then runs; one stopped meanwhile never runs, and says so."""
+def test_cells_never_start_rust_analyzer_and_the_first_completion_does(tmp_path):
+    """kernel/engine/src/variable_types.rs: rustc gives the types of a cell's variables, so no
+    cell starts rust-analyzer, not even one with a `let`, a kept future, a `:dep` or an error.
+    The first completion starts it in a process of its own (analysis_process.rs), which knows
+    std, tokio and the cells' variables; a cell sent meanwhile waits for it and then runs."""
     log = tmp_path / "kernel.err"
-    env = {**os.environ, "RUST_ASYNC_SPARE": "0", "RUST_ASYNC_TIMING": "1"}
+    env = {**os.environ, "RUST_ASYNC_SPARE": "0"}
     with open(log, "w") as stderr:
         km, kc = start_kernel(env=env, stderr=stderr)
     try:
-        ok(*run(kc, 'println!("first");', timeout=FIRST_CELL_TIMEOUT))
-        # Idle past the threshold (0.5 s): the warm-up (seconds) starts.
-        deadline = time.monotonic() + 30
-        while "warm-up starts" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "warm-up starts" in log.read_text(), log.read_text()
-        msg_id = kc.execute('println!("stopped cell ran");')
-        # Stop it once the kernel shows it under way, as a student would.
-        wait_for_iopub(kc, msg_id, lambda m: m["msg_type"] == "execute_input", 30)
-        km.interrupt_kernel()
-        reply, msgs = collect(kc, msg_id, timeout=60)
-        assert reply["content"]["status"] == "error", [summary(m) for m in msgs]
-        assert reply["content"]["ename"] == "Interrupted"
-        assert "before its code started" in reply["content"]["evalue"]
-        assert "stopped cell ran" not in stream_text(msgs)
-        reply, msgs = run(kc, "let after = 20 + 1;\nafter")
+        with AnalysisWatch() as watch:
+            ok(*run(kc, "tokio::task::yield_now().await;", timeout=FIRST_CELL_TIMEOUT))
+            ok(*run(kc, "async fn five() -> u8 { 5 }\nlet handle = tokio::spawn(five());\nlet later = five();"))
+            ok(*run(kc, "let got = handle.await.unwrap() + later.await;"))
+            reply, msgs = run(kc, "let wrong: u8 = \"text\";")
+            assert reply["content"]["ename"] == "CompileError", [summary(m) for m in msgs]
+            reply, msgs = run(kc, ":vars")
+            ok(reply, msgs)
+            assert "got: u8" in plain(result_text(msgs)), [summary(m) for m in msgs]
+        assert watch.seen == set(), f"a cell started rust-analyzer: pids {watch.seen}"
+        assert "starting rust-analyzer" not in log.read_text(), log.read_text()
+
+        code = "got.checked_"
+        started = time.monotonic()
+        completion = kc.complete(code, len(code))
+        execution = kc.execute("got + 1")
+        reply = get_reply(kc, completion, 60)
+        completed_in = time.monotonic() - started
+        assert "checked_add" in reply["content"]["matches"], reply["content"]
+        reply, msgs = collect(kc, execution, timeout=60)
         ok(reply, msgs)
-        assert result_text(msgs) == "21"
-        # A step of the warm-up ran between the first cell and the last (each cell logs its
-        # phases); the last cell came before the kernel was idle again.
-        events = [("warm-up" if "warm-up" in line else "cell")
-                  for line in log.read_text().splitlines()
-                  if "rust-async timing: warm-up (" in line or "rust-async timing: cell phases" in line]
-        assert events == ["cell", "warm-up", "cell"], log.read_text()
+        assert result_text(msgs) == "11"
+        assert len(analysis_processes()) == 1, "rust-analyzer runs in a process of its own"
+        assert "starting rust-analyzer" in log.read_text(), log.read_text()
+        assert completed_in < 30, f"the first completion took {completed_in:.1f} s"
     finally:
         stop_kernel(km, kc)
+    assert analysis_processes() == [], "rust-analyzer's process ends with its kernel"
 
 
-def test_a_cold_kernel_runs_its_first_cell_before_analysing_std_and_tokio(tmp_path):
-    """kernel/engine/src/analysis.rs: a cold kernel's rust-analyzer sees neither std nor tokio
-    until a cell needs types, so its first cells run without that analysis; a first `let`, a
-    completion, or a `:dep` turns the analysis full, and then types of std and tokio are known."""
-    env = {**os.environ, "RUST_ASYNC_SPARE": "0", "RUST_ASYNC_TIMING": "1"}
-    env.pop("RUST_SRC_PATH", None)
-
-    def full_analyses(log: Path) -> int:
-        return log.read_text().count("rust-async timing: full analysis")
-
-    # A first `let`: the cells before it ran light, and it still gets its tokio type.
-    log = tmp_path / "let.err"
-    with open(log, "w") as stderr:
-        km, kc = start_kernel(env=env, stderr=stderr)
+def test_rust_analyzer_stops_when_unused_and_starts_again(tmp_path):
+    """The engine stops rust-analyzer's process after RUST_ASYNC_ANALYSIS_IDLE_SECS without a
+    completion or inspection (giving its memory back); the next request starts it again."""
+    env = {**os.environ, "RUST_ASYNC_SPARE": "0", "RUST_ASYNC_ANALYSIS_IDLE_SECS": "2"}
+    km, kc = start_kernel(env=env)
     try:
-        reply, msgs = run(kc, 'tokio::task::yield_now().await;\nstd::env::var("RUST_SRC_PATH").is_err()',
-                          timeout=FIRST_CELL_TIMEOUT)
-        ok(reply, msgs)
-        assert result_text(msgs) == "true", "user code sees the kernel's RUST_SRC_PATH"
-        ok(*run(kc, "async fn five() -> u8 { let five = 5; five }"))
-        assert full_analyses(log) == 0, log.read_text()
-        ok(*run(kc, "let handle = tokio::spawn(five());", timeout=FIRST_CELL_TIMEOUT))
-        assert full_analyses(log) == 1, log.read_text()
-        reply, msgs = run(kc, ":vars")
-        ok(reply, msgs)
-        assert "JoinHandle<u8>" in plain(stream_text(msgs) + result_text(msgs)), [summary(m) for m in msgs]
-        reply, msgs = run(kc, "handle.await.unwrap() + 1")
-        ok(reply, msgs)
-        assert result_text(msgs) == "6"
-    finally:
-        stop_kernel(km, kc)
-
-    # A completion before any `let`: it offers what std and tokio define.
-    log = tmp_path / "complete.err"
-    with open(log, "w") as stderr:
-        km, kc = start_kernel(env=env, stderr=stderr)
-    try:
-        ok(*run(kc, 'println!("first");', timeout=FIRST_CELL_TIMEOUT))
-        code = "tokio::time::sle"
-        reply = get_reply(kc, kc.complete(code, len(code)), FIRST_CELL_TIMEOUT)
-        assert "sleep" in reply["content"]["matches"], reply["content"]
-        assert full_analyses(log) == 1, log.read_text()
+        ok(*run(kc, "let text = String::from(\"abc\");", timeout=FIRST_CELL_TIMEOUT))
+        reply = get_reply(kc, kc.inspect("tokio::spawn", len("tokio::spawn")), 60)
+        assert reply["content"]["found"], reply["content"]
+        assert len(analysis_processes()) == 1
+        deadline = time.monotonic() + 20
+        while analysis_processes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert analysis_processes() == [], "rust-analyzer was not stopped"
+        code = "text.to_upp"
+        reply = get_reply(kc, kc.complete(code, len(code)), 60)
+        assert "to_uppercase" in reply["content"]["matches"], reply["content"]
     finally:
         stop_kernel(km, kc)
 

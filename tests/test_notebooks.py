@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import DISPLAY_NAME, KERNEL_NAME, REPO, execute_notebook, plain
+from conftest import DISPLAY_NAME, KERNEL_NAME, REPO, AnalysisWatch, analysis_processes, execute_notebook, plain
 
 NOTEBOOKS = REPO / "notebooks"
 # nbclient's limit for one cell (the first one also builds what later cells reuse).
@@ -45,14 +45,20 @@ def read(name: str) -> nbformat.NotebookNode:
 
 
 _executed: dict[str, nbformat.NotebookNode | BaseException] = {}
+# Lesson -> the rust-analyzer processes that ran while it ran (none should: cells never need
+# rust-analyzer, only Tab and Shift+Tab do, and nbclient sends neither).
+_analysis_seen: dict[str, set[int]] = {}
 
 
 def executed(name: str) -> nbformat.NotebookNode:
     """Lesson `name` after a run in a fresh kernel (once per test session)."""
     if name not in _executed:
         nb = read(name)
+        assert not analysis_processes(), "a rust-analyzer process was left running before the lesson"
         try:
-            execute_notebook(nb, NOTEBOOKS, CELL_TIMEOUT)
+            with AnalysisWatch() as watch:
+                execute_notebook(nb, NOTEBOOKS, CELL_TIMEOUT)
+            _analysis_seen[name] = watch.seen
             _executed[name] = nb
         except BaseException as error:  # remembered, so that later tests do not run it again
             _executed[name] = error
@@ -153,6 +159,12 @@ def test_lesson_runs_top_to_bottom(name):
 
 # --------------------------------------------------------------------------------------------
 # 01 · Coroutines
+
+
+@pytest.mark.parametrize("name", LESSONS)
+def test_a_lesson_run_without_completion_never_starts_rust_analyzer(name):
+    executed(name)
+    assert _analysis_seen[name] == set(), f"rust-analyzer ran during {name}: pids {_analysis_seen[name]}"
 
 
 @pytest.fixture(scope="module")

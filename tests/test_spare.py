@@ -1,6 +1,7 @@
 """Spare kernels: a kernel started ahead of time serves the next notebook.
 
-A kernel that Jupyter starts first claims a spare (started in the background by an earlier
+Spares are off unless RUST_ASYNC_SPARE=1 (a cold kernel starts in about a second); this module
+turns them on for its own tests. A kernel that Jupyter starts first claims a spare (started in the background by an earlier
 kernel, or by `rust-async-kernel spare`); the process Jupyter started then only stands for the
 spare, which serves the notebook with an engine that is already up. These tests check that the
 notebook cannot tell: user code runs in the notebook's directory and environment, shutdown and
@@ -29,6 +30,19 @@ from conftest import (
 )
 
 SPARES = Path(os.environ.get("TMPDIR", "/tmp")) / f"rust-async-spares-{os.getuid()}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _spares_on():
+    """Spares on for this module's kernels and `spare` commands (they inherit the setting)."""
+    before = os.environ.get("RUST_ASYNC_SPARE")
+    os.environ["RUST_ASYNC_SPARE"] = "1"
+    yield
+    spare_command("--stop")
+    if before is None:
+        del os.environ["RUST_ASYNC_SPARE"]
+    else:
+        os.environ["RUST_ASYNC_SPARE"] = before
 
 
 def spare_command(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -123,30 +137,35 @@ def test_a_claimed_spare_runs_user_code_in_the_notebooks_directory_and_environme
         stop_kernel(km, kc)
 
 
-def test_a_spare_started_by_a_kernel_still_light_knows_the_standard_library():
-    """A kernel whose engine is up leaves a spare behind; until its first `let` (or its
-    warm-up), that kernel's rust-analyzer is shown an empty standard library
-    (kernel/engine/src/analysis.rs). The spare must not take that over: the notebook it serves
-    gets the types of `let`s from std."""
+def test_spares_are_off_unless_asked_for():
     spare_command("--stop")
-    first_km, first_kc = start_kernel()
+    env = {name: value for name, value in os.environ.items() if name != "RUST_ASYNC_SPARE"}
+    subprocess.run([str(kernel_binary()), "spare"], env=env, check=True, timeout=30)
+    km, kc = start_kernel(env=env)
     try:
-        # Busy in a cell without `let`, the first kernel stays light while its spare starts.
-        first_kc.execute("tokio::time::sleep(std::time::Duration::from_secs(120)).await;")
-        waited = spare_command("--wait")
-        assert waited.returncode == 0, waited.stderr
-        [spare] = waiting_spare_pids()
-        km, kc = start_kernel()
-        try:
-            assert parent_of(user_process_pid(kc)) == spare
-            reply, msgs = run(kc, "let numbers = vec![3u8, 4];\nnumbers.len()", timeout=FIRST_CELL_TIMEOUT)
-            assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
-            assert result_text(msgs) == "2"
-        finally:
-            stop_kernel(km, kc)
+        user_process_pid(kc)  # the kernel is up: it would have started a spare by now
+        time.sleep(2)
+        assert waiting_spare_pids() == set()
     finally:
-        stop_kernel(first_km, first_kc)
-        spare_command("--stop")
+        stop_kernel(km, kc)
+
+
+def test_a_waiting_spare_exits_soon_after_its_server():
+    """A spare serves the notebooks of one server: the process that ran `spare` (scripts/lab,
+    which becomes JupyterLab), or the Jupyter server of the kernel that left it. It does not
+    wait out its idle time once that server is gone."""
+    spare_command("--stop")
+    server = subprocess.Popen(["sh", "-c", f"'{kernel_binary()}' spare && exec sleep 600"])
+    try:
+        assert wait_until(lambda: len(waiting_spare_pids()) == 1, 30)
+        (pid,) = waiting_spare_pids()
+        assert spare_command("--wait").returncode == 0
+        server.kill()
+        server.wait(timeout=10)
+        # The spare checks every 5 s (kernel/server/src/spare.rs: SERVER_CHECK_INTERVAL).
+        assert wait_until(lambda: not alive(pid), 30), "the spare outlived its server"
+    finally:
+        server.kill()
 
 
 def test_a_shutdown_request_on_the_shell_channel_ends_a_claimed_spare_as_on_control(ready_spare):

@@ -417,11 +417,6 @@ fn line_and_column(code: &str, offset: usize) -> (usize, usize) {
     (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
 }
 
-/// "the `!` type is experimental": evcxr wrote a variable's type with the never type.
-pub(crate) fn is_never_type_error(error: &evcxr::CompilationError) -> bool {
-    error.code() == Some("E0658") && error.message().contains("`!` type")
-}
-
 /// An error saying that something borrows what does not live long enough: what keeping a
 /// future that borrows the cell's locals gives.
 pub(crate) fn is_borrow_error(error: &evcxr::CompilationError) -> bool {
@@ -572,7 +567,7 @@ pub(crate) fn evaluation_error(message: &str) -> CellError {
         ));
         return CellError { name: "EvaluationError".into(), message: message.to_owned(), traceback };
     }
-    if first_line.contains("cannot be persisted") && first_line.contains("impl Future") {
+    if first_line.contains("cannot be persisted") && first_line.contains("{async") && !first_line.contains("{async closure}") {
         // A single `let fut = f();` is kept (`future_values`); this one is in a pattern or a
         // collection. evcxr's advice (`Box<dyn Debug>`) does not fit a future.
         let name = first_line.split('`').nth(1).unwrap_or("fut");
@@ -591,14 +586,14 @@ pub(crate) fn evaluation_error(message: &str) -> CellError {
     if first_line.starts_with("Couldn't automatically determine type of variable") {
         let name = first_line.split('`').nth(1).unwrap_or("x");
         traceback.push(hint_line(&format!(
-            "a variable kept for later cells needs a type the kernel can write out, and \
-             rust-analyzer could not work out the type of `{name}`. Write it on the `let` \
-             (`let {name}: Type = ...;`). If `{name}` is only needed in this cell, put the code \
-             in a `{{ }}` block, which keeps nothing."
+            "a variable kept for later cells needs a type that later cells can write, and the \
+             type rustc found for `{name}` cannot be written there. Write a type on the `let` \
+             (`let {name}: Type = ...;`), through a crate the cells use. If `{name}` is only \
+             needed in this cell, put the code in a `{{ }}` block, which keeps nothing."
         )));
         return CellError { name: "EvaluationError".into(), message: first_line.to_owned(), traceback };
     }
-    if first_line.contains("cannot be persisted") && first_line.contains("impl AsyncFn") {
+    if first_line.contains("cannot be persisted") && first_line.contains("{async closure}") {
         let name = first_line.split('`').nth(1).unwrap_or("f");
         traceback.push(hint_line(&format!(
             "an async closure's type has no name, so `{name}` cannot be kept for a later cell. \
@@ -862,10 +857,7 @@ mod tests {
     #[test]
     fn a_future_in_a_pattern_or_a_collection_gets_a_hint() {
         let error = evaluation_error(
-            "The variable `futs` has type `Vec<impl Future<Output = u64>>` which cannot be persisted.\n\
-             You might be able to fix this by creating a `Box<dyn YourType>`. e.g.\n\
-             let v: Box<dyn core::fmt::Debug> = Box::new(foo());\n\
-             Alternatively, you can prevent evcxr from attempting to persist\nthe variable by wrapping your code in braces.",
+            "The variable `futs` has type `std::vec::Vec<{async fn body of f()}>` which cannot be persisted.",
         );
         let traceback = error.traceback.join("\n");
         assert!(traceback.contains("tokio::join!") && traceback.contains("Box::pin"), "{traceback}");
@@ -875,10 +867,7 @@ mod tests {
     #[test]
     fn a_kept_closure_gets_a_hint_in_the_cells_own_terms() {
         let error = evaluation_error(
-            "The variable `add_one` is a closure, which cannot be persisted.\nYou can however \
-             persist closures if you box them. e.g.:\nlet f: Box<dyn Fn()> = Box::new(|| {println!(\"foo\")});\n\
-             Alternatively, you can prevent evcxr from attempting to persist\nthe variable by \
-             wrapping your code in braces.",
+            "The variable `add_one` is a closure, which cannot be persisted.",
         );
         let traceback = error.traceback.join("\n");
         assert!(traceback.contains("let add_one: Box<dyn Fn("), "{traceback}");
@@ -895,10 +884,7 @@ mod tests {
     #[test]
     fn a_kept_async_closure_gets_a_hint_to_write_an_async_fn() {
         let error = evaluation_error(
-            "The variable `double` has type `impl AsyncFn(u32) -> u32` which cannot be persisted.\n\
-             You might be able to fix this by creating a `Box<dyn YourType>`. e.g.\n\
-             let v: Box<dyn core::fmt::Debug> = Box::new(foo());\nAlternatively, you can prevent \
-             evcxr from attempting to persist\nthe variable by wrapping your code in braces.",
+            "The variable `double` has type `{async closure}` which cannot be persisted.",
         );
         let traceback = error.traceback.join("\n");
         assert!(traceback.contains("async fn double("), "{traceback}");

@@ -11,7 +11,7 @@
 //! The runtime library (`kernel/runtime`) is the crate cells know as `tokio`; the engine knows it
 //! only through its source path and the record names of its `protocol` module.
 
-mod analysis;
+pub mod analysis_process;
 mod commands;
 pub mod diagnostics;
 mod early_return;
@@ -23,19 +23,20 @@ mod output;
 pub mod runtime_library;
 pub mod rustc_wrapper;
 pub mod user_process;
+pub mod variable_types;
 
 #[path = "../../runtime/src/protocol.rs"]
 mod protocol;
 
-pub use analysis::{original_src_path, restore_environment};
 pub use output::{EventSink, InputReader};
 
 use output::{CellFate, OutputReader};
+use variable_types::UnkeptKind;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -115,6 +116,10 @@ pub struct Completions {
     pub cursor_end: usize,
 }
 
+/// How many times a cell is rewritten to keep its variables (a future boxed, a type written),
+/// one variable at a time.
+const MAX_REWRITES: usize = 8;
+
 /// How long a cell that ignores an interrupt (no await point reached) may go on before the
 /// user process is restarted.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
@@ -126,10 +131,11 @@ pub struct Engine {
     killed_by_interrupt: Arc<AtomicBool>,
     /// The runtime library, the cells' dependency `tokio` (again after a `:clear`).
     runtime_library: runtime_library::RuntimeLibrary,
-    /// Whether rust-analyzer sees the standard library and tokio yet (see `analysis`).
-    analysis: analysis::Analysis,
-    /// Whether the last step of the warm-up was done.
-    type_inference_warm: bool,
+    /// Why the last cell did not keep a variable (`variable_types`), when that is why it failed.
+    unkept: Arc<Mutex<Option<variable_types::Unkept>>>,
+    /// When rust-analyzer last answered a completion or an inspection (see
+    /// [`Engine::stop_idle_analysis`]).
+    analysis_used: Option<Instant>,
     /// evcxr's `:fmt` and `:types`, as the runtime library must show final values.
     final_value_format: FinalValueFormat,
     /// Where evcxr's output events go; the engine adds its own warnings.
@@ -209,16 +215,6 @@ impl Engine {
         let cell_dir = template.map_or_else(|| work_dir.path().join("cell"), Path::to_path_buf);
         let output = Arc::new(OutputReader::start(listener, Arc::clone(&sink), cell_dir.join("src/lib.rs")));
         runtime_library::write_cargo_profile(&cell_dir)?;
-        // Light only with the prepared library to pass to cells; preparing it needs cargo to
-        // build it, as a plain dependency.
-        let mut analysis = if template.is_none() && library.is_prepared() {
-            analysis::Analysis::light(work_dir.path()).unwrap_or_else(|error| {
-                eprintln!("rust-async: rust-analyzer analyses std and tokio at start ({error})");
-                analysis::Analysis::full()
-            })
-        } else {
-            analysis::Analysis::full()
-        };
         let config_dir = work_dir.path().join("config");
         std::fs::create_dir_all(&config_dir)?;
         // evcxr reads these in this process. The user process inherits them, like every
@@ -229,9 +225,20 @@ impl Engine {
         user_process.env(user_process::OUTPUT_SOCKET_ENV, &socket_path);
         user_process.env(user_process::SESSION_FILE_ENV, work_dir.path().join(SESSION_FILE));
         user_process.env(protocol::FINAL_VALUE_FORMAT_ENV, work_dir.path().join(FINAL_VALUE_FORMAT_FILE));
-        analysis::restore_environment(&mut user_process);
-        let (mut eval_context, evcxr_outputs) = evcxr::EvalContext::with_subprocess_command(user_process)
-            .map_err(|error| EngineError::Evcxr(error.to_string()))?;
+        // New variables are typed by rustc (`variable_types`): rust-analyzer starts only for a
+        // completion or an inspection.
+        let mir_file = work_dir.path().join(CELL_MIR_FILE);
+        let unkept = Arc::new(Mutex::new(None));
+        let variable_types =
+            Box::new(variable_types::FromCompiler::new(mir_file.clone(), cell_dir.clone(), Arc::clone(&unkept)));
+        let (mut eval_context, evcxr_outputs) =
+            evcxr::EvalContext::with_subprocess_command_and_variable_types(user_process, Some(variable_types))
+                .map_err(|error| EngineError::Evcxr(error.to_string()))?;
+        let analysis_root = work_dir.path().join(ANALYSIS_DIR);
+        let analysis_cell_dir = cell_dir.clone();
+        eval_context.set_analysis_starter(Box::new(move |_| {
+            Ok(Box::new(analysis_process::AnalysisProcess::start(&analysis_cell_dir, &analysis_root)?))
+        }));
         // Our user process sends its output through the socket; evcxr's own channels only carry
         // what escapes that (nothing, normally). Drain them so they never fill up.
         for channel in [evcxr_outputs.stdout, evcxr_outputs.stderr] {
@@ -240,12 +247,6 @@ impl Engine {
         timing.note("evcxr context (first compile)");
         let process = eval_context.process_handle();
         library.seed_cell_dir(&cell_dir, template.is_some())?;
-        let seeded_library = runtime_library::seeded_shared_object(&cell_dir);
-        if seeded_library.is_none() {
-            // cargo must build the library: a plain dependency from the start.
-            analysis.show_real_library()?;
-            analysis.mark_full();
-        }
         let mut state = eval_context.state();
         state.set_offline_mode(true);
         state
@@ -253,17 +254,16 @@ impl Engine {
             .map_err(|error| EngineError::Evcxr(error.to_string()))?;
         // Replaces evcxr's own RUSTFLAGS (only `-Cprefer-dynamic`, with no lld installed).
         state.set_build_env("RUSTFLAGS", runtime_library::CELL_RUSTFLAGS);
-        // This binary wraps rustc to note futures that are never awaited (`never_awaited`).
+        // This binary wraps rustc to note futures that are never awaited (`never_awaited`) and
+        // to have the cell's MIR written (`variable_types`).
         state.set_build_env("RUSTC_WRAPPER", &std::env::current_exe()?.to_string_lossy());
         state.set_build_env(
             never_awaited::NOTES_FILE_ENV,
             &work_dir.path().join(NEVER_AWAITED_FILE).to_string_lossy(),
         );
-        if let (Some(shared_object), true) = (&seeded_library, analysis.is_light()) {
-            state.set_build_env(analysis::CELL_EXTERN_ENV, &format!("tokio={}", shared_object.display()));
-        }
+        state.set_build_env(variable_types::CELL_MIR_ENV, &mir_file.to_string_lossy());
         state
-            .add_dep("tokio", &library.dependency_spec(analysis.is_light()))
+            .add_dep("tokio", &library.dependency_spec())
             .map_err(|error| EngineError::Evcxr(error.to_string()))?;
         timing.note("runtime library seeded");
         output.begin_cell(silent_input(), None);
@@ -283,8 +283,8 @@ impl Engine {
             process,
             killed_by_interrupt: Arc::new(AtomicBool::new(false)),
             runtime_library: library.clone(),
-            analysis,
-            type_inference_warm: false,
+            unkept,
+            analysis_used: None,
             final_value_format: FinalValueFormat::default(),
             sink,
             kept_variables: HashSet::new(),
@@ -299,34 +299,6 @@ impl Engine {
             process: Arc::clone(&self.process),
             killed_by_interrupt: Arc::clone(&self.killed_by_interrupt),
         }
-    }
-
-    /// Does one step of the rust-analyzer work that the first cell with a `let` would
-    /// otherwise wait for (each takes seconds); false once none is left. Called while idle, a
-    /// step at a time: a cell sent meanwhile waits for the step, not for the whole warm-up.
-    /// 1. The full analysis of the standard library and tokio (see `analysis`).
-    /// 2. The trait impls that type inference of a `let` needs: a completion request does
-    ///    that work without compiling anything or creating a variable.
-    pub fn warm_up_step(&mut self) -> bool {
-        let timing = Timing::from_env();
-        if self.analysis.is_light() {
-            timing.note("warm-up starts");
-            if let Err(error) = self.ensure_full_analysis() {
-                // No retrying while idle: the cell that needs it will, and say why it failed.
-                eprintln!("rust-async: warm-up stopped: {}", error.message);
-                return false;
-            }
-            timing.note("warm-up (full analysis)");
-            return true;
-        }
-        if !self.type_inference_warm {
-            timing.note("warm-up starts");
-            let code = "let handle = tokio::spawn(async { std::time::Duration::from_millis(1) });\nhandle.";
-            let _ = self.context.completions(code, code.len());
-            self.type_inference_warm = true;
-            timing.note("warm-up (type inference)");
-        }
-        false
     }
 
     /// Makes an engine started ahead of time run user code in the notebook's session: its
@@ -346,7 +318,7 @@ impl Engine {
     /// output of the cell has been handed to the sink.
     ///
     /// `interrupts_at_send` is [`Interrupter::interrupts`] when the cell was sent: an interrupt
-    /// after that, while the cell waited for the engine (behind a warm-up, say), stops it
+    /// after that, while the cell waited for the engine (behind a completion, say), stops it
     /// before it starts.
     pub fn execute(&mut self, code: &str, input: InputReader, interrupts_at_send: u64) -> CellOutcome {
         if let Some(error) =
@@ -360,7 +332,7 @@ impl Engine {
             return CellOutcome::Failure(diagnostics::interrupted_before_start());
         }
         // Ended before this cell (the idle check had not come yet): said under this cell,
-        // which then runs in a new process. First: the analysis below uses the process too.
+        // which then runs in a new process.
         self.replace_ended_process(None);
         if code.trim() == ":help" {
             // evcxr's list names commands that this kernel refuses or that only serve evcxr's
@@ -368,11 +340,6 @@ impl Engine {
             let mut result = serde_json::Map::new();
             result.insert("text/plain".into(), COMMANDS_HELP.into());
             return CellOutcome::Success { result: Some(result) };
-        }
-        if analysis::needs_types(code) {
-            if let Err(error) = self.ensure_full_analysis() {
-                return CellOutcome::Failure(error);
-            }
         }
         let mut code = std::borrow::Cow::Borrowed(code);
         if let Some(rest) = without_command(&code, ":clear") {
@@ -457,6 +424,11 @@ impl Engine {
         }
     }
 
+    /// Why the last compile did not keep a variable, once.
+    fn take_unkept(&self) -> Option<variable_types::Unkept> {
+        self.unkept.lock().ok().and_then(|mut unkept| unkept.take())
+    }
+
     /// Runs a cell the engine rewrote (its lines kept), noting that code for `dbg!` lines.
     fn execute_rewritten(&mut self, rewritten: &str) -> Result<evcxr::EvalOutputs, evcxr::Error> {
         self.output.note_cell_code(rewritten);
@@ -479,55 +451,48 @@ impl Engine {
         }
         let notes = self.work_dir.path().join(NEVER_AWAITED_FILE);
         never_awaited::take_notes(&notes);
+        self.take_unkept();
         let mut result = self.context.execute(code);
         let written = code;
         let mut code = std::borrow::Cow::Borrowed(code);
-        // A future kept in a variable: box it and run the (unrun) cell again.
-        while let Err(evcxr::Error::Message(message)) = &result {
-            let Some((name, output)) = future_values::unpersistable_future(message) else { break };
-            let Some(rewritten) = future_values::box_future_binding(&code, &name, &output) else { break };
+        // A variable of a type no later cell can write (`variable_types`) and that can be kept
+        // all the same: a future, boxed into `tokio::Pending`; a never type or a function,
+        // written on its `let` in a form that can be written. Then the (unrun) cell runs again.
+        for _ in 0..MAX_REWRITES {
+            let Err(evcxr::Error::Message(_)) = &result else { break };
+            let Some(unkept) = self.take_unkept() else { break };
+            let rewritten = match &unkept.kind {
+                UnkeptKind::Future => future_values::box_future_binding(&code, &unkept.name),
+                UnkeptKind::Writable(type_name) => future_values::annotate_let(&code, &unkept.name, type_name),
+                _ => None,
+            };
+            let Some(rewritten) = rewritten else { break };
             let retried = self.execute_rewritten(&rewritten);
             let has_pin = future_values::heap_pin_statements(&rewritten).is_some();
-            if let (Err(evcxr::Error::CompilationErrors(errors)), false) = (&retried, has_pin) {
+            if let (Err(evcxr::Error::CompilationErrors(errors)), UnkeptKind::Future, false) = (&retried, &unkept.kind, has_pin) {
+                // Explained in terms of the code the student wrote, not of our rewrite.
+                let _ = self.output.finish_cell(Duration::ZERO, false);
                 if errors.iter().any(diagnostics::is_borrow_error) {
-                    // The future cannot be kept (it borrows from the cell): explain that, in
-                    // terms of the code the student wrote, not of our rewrite.
-                    let _ = self.output.finish_cell(Duration::ZERO, false);
-                    return Ok(CellOutcome::Failure(diagnostics::future_not_kept(&name, errors)));
+                    // The future borrows from the cell.
+                    return Ok(CellOutcome::Failure(diagnostics::future_not_kept(&unkept.name, errors)));
                 }
+                // Not a future itself (futures in a collection, say): the refusal stands.
+                let refusal = variable_types::refusal_message(&unkept);
+                return Ok(CellOutcome::Failure(diagnostics::evaluation_error(&refusal)));
             }
             code = std::borrow::Cow::Owned(rewritten);
             result = retried;
         }
+        // `let fut = async { x + 1 };`, a future that borrows the cell's `x`: a program could
+        // keep it, but a variable kept for later cells must own what it holds.
+        if let Err(evcxr::Error::CompilationErrors(errors)) = &result {
+            if let Some(name) = errors.iter().find_map(|error| borrowing_future(&code, error)) {
+                let _ = self.output.finish_cell(Duration::ZERO, false);
+                return Ok(CellOutcome::Failure(diagnostics::future_not_kept(&name, errors)));
+            }
+        }
         if let Err(evcxr::Error::CompilationErrors(_)) = &result {
             if let Some(rewritten) = future_values::heap_pin_statements(&code) {
-                let retried = self.execute_rewritten(&rewritten);
-                if retried.is_ok() {
-                    (code, result) = (std::borrow::Cow::Owned(rewritten), retried);
-                }
-            }
-        }
-        // A variable rust-analyzer typed `!` (`tokio::spawn(async { loop { .. } })`): give it
-        // `()` there, as rustc does, and run the (unrun) cell again. The error (E0658) is in
-        // evcxr's code, not the cell's: evcxr drops it when the cell also has a warning of its
-        // own (an unused variable), leaving warnings only.
-        if let Err(evcxr::Error::CompilationErrors(errors)) = &result {
-            let only_warnings = !errors.iter().any(|error| error.level() == "error");
-            if only_warnings || errors.iter().any(diagnostics::is_never_type_error) {
-                let generated = self.context.last_source().unwrap_or_default();
-                if let Some(rewritten) = future_values::annotate_never_typed_lets(&code, &generated) {
-                    let retried = self.execute_rewritten(&rewritten);
-                    if retried.is_ok() {
-                        (code, result) = (std::borrow::Cow::Owned(rewritten), retried);
-                    }
-                }
-            }
-        }
-        // A variable rust-analyzer typed wrongly (it does not always see through macros such as
-        // `select!`): write on its `let` the type rustc found, and run the (unrun) cell again.
-        if let Err(evcxr::Error::CompilationErrors(errors)) = &result {
-            let rendered: Vec<String> = errors.iter().filter(|error| error.code() == Some("E0308")).map(|error| error.rendered()).collect();
-            if let Some(rewritten) = future_values::annotate_mistyped_lets(&code, &rendered) {
                 let retried = self.execute_rewritten(&rewritten);
                 if retried.is_ok() {
                     (code, result) = (std::borrow::Cow::Owned(rewritten), retried);
@@ -626,7 +591,7 @@ impl Engine {
         };
         self.context.execute(":clear").map_err(|error| failed(error.to_string()))?;
         self.output.begin_cell(silent_input(), None);
-        let tokio = self.runtime_library.dependency_spec(self.analysis.is_light());
+        let tokio = self.runtime_library.dependency_spec();
         let setup = format!(":dep tokio = {tokio}\n{PRELUDE}");
         let result = self.context.execute(&setup);
         let fate = self.output.finish_cell(Duration::from_secs(5), false);
@@ -640,38 +605,31 @@ impl Engine {
     /// (`cargo check`), which needs the runtime library and tokio checked as well. Done once
     /// here, that is not the 8-15 s of a student's first such cell in every kernel.
     pub(crate) fn check_dependencies_once(&mut self) -> Result<(), EngineError> {
-        self.ensure_full_analysis().map_err(|error| EngineError::Evcxr(error.message))?;
         self.context.check("let _checked = 1;").map_err(|error| EngineError::Evcxr(error.to_string()))?;
         Ok(())
     }
 
-    /// Makes rust-analyzer see the standard library and tokio, if it does not yet (see
-    /// `analysis`): the runtime library becomes a plain dependency, and evcxr's `:dep` of it
-    /// writes the manifest and has rust-analyzer load everything.
-    fn ensure_full_analysis(&mut self) -> Result<(), CellError> {
-        if !self.analysis.is_light() {
-            return Ok(());
+    /// Notes a use of rust-analyzer (which starts it, the first time: it then analyses the
+    /// standard library, tokio and the cells' other dependencies, seconds).
+    fn use_analysis(&mut self) {
+        if !self.context.rust_analyzer_is_running() {
+            eprintln!("rust-async: starting rust-analyzer for completion and inspection (the first request analyses std and tokio)");
         }
-        let timing = Timing::from_env();
-        let failed = |message: String| {
-            diagnostics::one_line_error(
-                "KernelError",
-                format!("rust-analyzer could not load the standard library and tokio: {message}"),
-            )
-        };
-        self.analysis.show_real_library().map_err(|error| failed(error.to_string()))?;
-        self.output.begin_cell(silent_input(), None);
-        let result = self.context.execute(&format!(":dep tokio = {}", self.runtime_library.dependency_spec(false)));
-        let fate = self.output.finish_cell(Duration::from_secs(5), false);
-        timing.note("full analysis (rust-analyzer: std and tokio)");
-        match outcome("", "", "", result, fate, false, false) {
-            // Still light: the next cell that needs types tries again.
-            CellOutcome::Failure(error) => Err(failed(error.message)),
-            _ => {
-                self.analysis.mark_full();
-                Ok(())
-            }
+        self.analysis_used = Some(Instant::now());
+    }
+
+    /// Stops rust-analyzer once no completion or inspection has asked for it for `idle`: its
+    /// process holds more memory than the rest of the kernel. The next request starts it again.
+    /// Returns whether it was stopped now.
+    pub fn stop_idle_analysis(&mut self, idle: Duration) -> bool {
+        let Some(used) = self.analysis_used else { return false };
+        if used.elapsed() < idle || !self.context.rust_analyzer_is_running() {
+            return false;
         }
+        self.context.stop_rust_analyzer(); // its process ends, and its memory with it
+        self.analysis_used = None;
+        eprintln!("rust-async: rust-analyzer stopped after {} s without completion or inspection", idle.as_secs());
+        true
     }
 
     /// evcxr keeps `:fmt` and `:types` for the final value it prints itself; the runtime
@@ -705,9 +663,9 @@ impl Engine {
         }
     }
 
-    /// Completions at `cursor` (a character offset), from evcxr's rust-analyzer.
+    /// Completions at `cursor` (a character offset), from rust-analyzer (`analysis_process`).
     pub fn complete(&mut self, code: &str, cursor: usize) -> Completions {
-        let _ = self.ensure_full_analysis();
+        self.use_analysis();
         let byte_cursor = char_to_byte(code, cursor);
         match self.context.completions(code, byte_cursor) {
             Ok(found) => {
@@ -739,7 +697,7 @@ impl Engine {
 
     /// Documentation of what is at `cursor` (a character offset), as (plain text, markdown).
     pub fn inspect(&mut self, code: &str, cursor: usize) -> Option<(String, String)> {
-        let _ = self.ensure_full_analysis();
+        self.use_analysis();
         let byte_cursor = char_to_byte(code, cursor);
         let start = code[..byte_cursor]
             .char_indices()
@@ -879,6 +837,18 @@ fn without_display_notices(code: &str, result: &mut serde_json::Map<String, serd
     }
 }
 
+/// The variable whose value `error` says is an `async` block that borrows (E0373): the block
+/// is the value of a top-level `let`.
+fn borrowing_future(code: &str, error: &evcxr::CompilationError) -> Option<String> {
+    if error.code() != Some("E0373") || !error.message().starts_with("async block") {
+        return None;
+    }
+    error.spanned_messages().iter().find_map(|spanned| {
+        let span = spanned.span.as_ref()?;
+        future_values::let_with_value_at(code, span.start_line, span.start_column)
+    })
+}
+
 /// The user process ended before a cell's code started (see `Engine::execute_code`).
 struct ProcessEndedBeforeStart {
     /// evcxr's message: what the process wrote last, then its exit status.
@@ -919,6 +889,10 @@ const WORK_DIR_PREFIX: &str = "rust-async-";
 const SESSION_FILE: &str = "session.json";
 /// In the work directory: the futures never awaited in the cell's compiles (`never_awaited`).
 const NEVER_AWAITED_FILE: &str = "never-awaited";
+/// In the work directory: the crate rust-analyzer's process works on (`analysis_process`).
+const ANALYSIS_DIR: &str = "analysis";
+/// In the work directory: the MIR of the cell crate's last build (`variable_types`).
+const CELL_MIR_FILE: &str = "cell.mir";
 /// In the work directory: `:fmt` and `:types` for the runtime library (see `protocol`).
 const FINAL_VALUE_FORMAT_FILE: &str = "final-value-format";
 /// Holds the pid of the kernel that owns a work directory.

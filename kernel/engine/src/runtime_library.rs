@@ -42,11 +42,9 @@ impl RuntimeLibrary {
         RuntimeLibrary { source: root.join("kernel/runtime"), prepared, fingerprint: Default::default() }
     }
 
-    /// The runtime library as the cells' dependency `tokio`. `optional`: left out of the crate
-    /// graph that cargo reports, for a light analysis (see `analysis`).
-    pub(crate) fn dependency_spec(&self, optional: bool) -> String {
-        let optional = if optional { ", optional = true" } else { "" };
-        format!("{{ package = \"rust-async-runtime\", path = \"{}\"{optional} }}", self.source.display())
+    /// The runtime library as the cells' dependency `tokio`.
+    pub(crate) fn dependency_spec(&self) -> String {
+        format!("{{ package = \"rust-async-runtime\", path = \"{}\" }}", self.source.display())
     }
 
     fn template(&self) -> PathBuf {
@@ -78,7 +76,7 @@ impl RuntimeLibrary {
         inputs.push_str("dependencies at opt-level 2 (parent .cargo/config.toml), cells at ");
         inputs.push_str(CELL_OPT_LEVEL);
         inputs.push_str(CELL_RUSTFLAGS);
-        inputs.push_str("rustc wrapped by the kernel binary (never_awaited)");
+        inputs.push_str("rustc wrapped by the kernel binary (never_awaited, the cell's MIR)");
         inputs.push_str("dependencies checked too (cargo check of a failing let)");
         let rustc = Command::new("rustc").arg("-vV").output().map(|out| out.stdout).unwrap_or_default();
         inputs.push_str(&String::from_utf8_lossy(&rustc));
@@ -149,16 +147,6 @@ impl RuntimeLibrary {
         }
         Ok(())
     }
-}
-
-/// The runtime library's shared object in a seeded cell directory, where cargo builds it
-/// (`target/TRIPLE/debug/deps`; its `[lib]` name is `rust_async`).
-pub(crate) fn seeded_shared_object(cell_dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(cell_dir.join("target"))
-        .ok()?
-        .flatten()
-        .map(|entry| entry.path().join("debug/deps/librust_async.so"))
-        .find(|path| path.exists())
 }
 
 /// The runtime library and tokio stay optimised whatever the cells' own optimisation level

@@ -1,11 +1,11 @@
 //! The kernel's binary as cargo's `RUSTC_WRAPPER` while cells compile: it runs rustc with the
 //! arguments cargo gave, and
 //! - notes the futures a cell makes and never awaits (`never_awaited`);
-//! - while rust-analyzer's view is light, passes the runtime library to the cell crate, which
-//!   then has it only as an optional dependency (`analysis`).
+//! - has rustc write the cell crate's MIR when it builds it, where the engine reads the types
+//!   of the cell's new variables (`variable_types`).
 
-use crate::analysis::CELL_EXTERN_ENV;
 use crate::never_awaited::{note_down, note_of, NOTES_FILE_ENV};
+use crate::variable_types::CELL_MIR_ENV;
 use std::ffi::OsString;
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -17,15 +17,17 @@ const CELL_CRATE: &str = "ctx";
 /// Call first thing in `main`; does nothing otherwise.
 pub fn wrap_rustc_if_asked() {
     let notes = std::env::var_os(NOTES_FILE_ENV);
-    let cell_extern = std::env::var_os(CELL_EXTERN_ENV);
-    if notes.is_none() && cell_extern.is_none() {
+    let cell_mir = std::env::var_os(CELL_MIR_ENV);
+    if notes.is_none() && cell_mir.is_none() {
         return;
     }
     let mut args = std::env::args_os().skip(1);
     let Some(rustc) = args.next() else { return };
     let mut args: Vec<OsString> = args.collect();
-    if let Some(cell_extern) = cell_extern {
-        add_extern_to_cell_crate(&mut args, cell_extern);
+    if let Some(cell_mir) = cell_mir {
+        // A build that fails leaves none: the engine never reads an earlier cell's MIR.
+        let _ = std::fs::remove_file(&cell_mir);
+        emit_mir_of_cell_crate(&mut args, Path::new(&cell_mir));
     }
     let mut child = match std::process::Command::new(&rustc)
         .args(&args)
@@ -52,17 +54,31 @@ pub fn wrap_rustc_if_asked() {
     std::process::exit(status);
 }
 
-/// `--extern NAME=PATH` for the cell crate, unless cargo passes that crate already (the
-/// dependency is no longer optional).
-fn add_extern_to_cell_crate(args: &mut Vec<OsString>, cell_extern: OsString) {
+/// Adds `mir=PATH` to what rustc emits when it builds (links) the cell crate: a `cargo check`
+/// emits no code and is left alone.
+fn emit_mir_of_cell_crate(args: &mut [OsString], path: &Path) {
     let is_cell_crate = args.windows(2).any(|pair| pair[0] == "--crate-name" && pair[1] == CELL_CRATE);
-    let name = cell_extern.to_string_lossy().split_once('=').map(|(name, _)| format!("{name}=")).unwrap_or_default();
-    let passed = args
-        .windows(2)
-        .any(|pair| pair[0] == "--extern" && pair[1].to_string_lossy().starts_with(&name));
-    if is_cell_crate && !passed {
-        args.push("--extern".into());
-        args.push(cell_extern);
+    if !is_cell_crate {
+        return;
+    }
+    let mut value_next = false;
+    for arg in args.iter_mut() {
+        let text = arg.to_string_lossy().into_owned();
+        let kinds = if value_next {
+            Some(text.as_str())
+        } else {
+            text.strip_prefix("--emit=")
+        };
+        value_next = text == "--emit";
+        let Some(kinds) = kinds else { continue };
+        if kinds.split(',').any(|kind| kind == "link") {
+            let mut with_mir = OsString::from(if kinds.len() == text.len() { "" } else { "--emit=" });
+            with_mir.push(kinds);
+            with_mir.push(",mir=");
+            with_mir.push(path);
+            *arg = with_mir;
+            return;
+        }
     }
 }
 
@@ -75,18 +91,22 @@ mod tests {
     }
 
     #[test]
-    fn the_cell_crate_gets_the_runtime_library_once() {
-        let library = OsString::from("tokio=/t/deps/librust_async.so");
-        let mut cell = args("--crate-name ctx --edition=2024 src/lib.rs");
-        add_extern_to_cell_crate(&mut cell, library.clone());
-        assert_eq!(cell[cell.len() - 2..], args("--extern tokio=/t/deps/librust_async.so")[..]);
+    fn the_cell_crate_builds_with_its_mir_written() {
+        let path = Path::new("/w/cell.mir");
+        let mut cell = args("--crate-name ctx --edition=2024 --emit=dep-info,link -C opt-level=0");
+        emit_mir_of_cell_crate(&mut cell, path);
+        assert_eq!(cell, args("--crate-name ctx --edition=2024 --emit=dep-info,link,mir=/w/cell.mir -C opt-level=0"));
 
-        let mut from_cargo = args("--crate-name ctx src/lib.rs --extern tokio=/t/deps/librust_async.so");
-        add_extern_to_cell_crate(&mut from_cargo, library.clone());
-        assert_eq!(from_cargo, args("--crate-name ctx src/lib.rs --extern tokio=/t/deps/librust_async.so"));
+        let mut separate = args("--crate-name ctx --emit link");
+        emit_mir_of_cell_crate(&mut separate, path);
+        assert_eq!(separate, args("--crate-name ctx --emit link,mir=/w/cell.mir"));
 
-        let mut dependency = args("--crate-name serde src/lib.rs");
-        add_extern_to_cell_crate(&mut dependency, library);
-        assert_eq!(dependency, args("--crate-name serde src/lib.rs"));
+        let mut check = args("--crate-name ctx --emit=dep-info,metadata");
+        emit_mir_of_cell_crate(&mut check, path);
+        assert_eq!(check, args("--crate-name ctx --emit=dep-info,metadata"));
+
+        let mut dependency = args("--crate-name serde --emit=dep-info,link");
+        emit_mir_of_cell_crate(&mut dependency, path);
+        assert_eq!(dependency, args("--crate-name serde --emit=dep-info,link"));
     }
 }

@@ -6,7 +6,7 @@
 use rust_async_engine::runtime_library::RuntimeLibrary;
 use rust_async_engine::{CellOutcome, Completions, Engine, EngineEvent, InputReader, Interrupter, Session};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc::UnboundedReceiver, mpsc::UnboundedSender, oneshot};
 
 pub enum Job {
@@ -16,9 +16,8 @@ pub enum Job {
     Inspect { code: String, cursor: usize, reply: oneshot::Sender<Option<(String, String)>> },
     /// Stop the user-code process and remove the engine's files, then acknowledge.
     Shutdown { done: oneshot::Sender<()> },
-    /// Do the analysis work of the first cells ahead of time (a spare kernel, while it waits),
-    /// unless `skip` is set by then (a notebook claimed the spare: its first cell goes first).
-    WarmUp { skip: std::sync::Arc<std::sync::atomic::AtomicBool>, done: oneshot::Sender<()> },
+    /// Acknowledge once the engine is up (a spare kernel is ready then).
+    WhenUp { done: oneshot::Sender<()> },
     /// Run user code in this notebook session (a spare kernel, when a notebook claims it).
     Adopt { session: Session },
 }
@@ -58,17 +57,14 @@ pub struct StartedEngine {
     pub events: UnboundedReceiver<FromEngine>,
 }
 
-/// A kernel started cold does the analysis work of the first `let` (seconds, see
-/// `Engine::warm_up_step`) once it has sat idle this long after a cell: a student reading between
-/// cells does not wait for it, while cells sent back to back (Run All, nbconvert) never queue
-/// behind it.
-const IDLE_BEFORE_WARM_UP: Duration = Duration::from_millis(500);
-
-/// The same before the first cell, counted from when the engine is up. Longer: the first cell
-/// of a notebook opened and run at once needs no analysis unless it has a `let`, and should not
-/// wait for a step of the warm-up; a student who reads the notebook's introduction first gets
-/// the warm-up done before a first cell with a `let`.
-const IDLE_BEFORE_FIRST_WARM_UP: Duration = Duration::from_secs(2);
+/// How long rust-analyzer (started by a completion or an inspection) may sit unused before it
+/// is stopped, to give its memory back: `RUST_ASYNC_ANALYSIS_IDLE_SECS`, 300 by default.
+fn analysis_idle() -> Duration {
+    std::env::var("RUST_ASYNC_ANALYSIS_IDLE_SECS")
+        .ok()
+        .and_then(|seconds| seconds.parse().ok())
+        .map_or(Duration::from_secs(300), Duration::from_secs)
+}
 
 /// How often an idle engine checks that the user process is still there (a task may end it:
 /// `std::process::exit`, a crash), to start a new one and say so when it happens.
@@ -106,26 +102,13 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
                 }
             };
             let _ = interrupter_sender.send(engine.interrupter());
-            let mut ran_a_cell = false;
-            let mut warmed_up = false;
-            // Since the last job or warm-up step.
-            let mut idle_since = Instant::now();
+            let analysis_idle = analysis_idle();
             loop {
-                let warm_up_at = (!warmed_up).then(|| {
-                    idle_since + if ran_a_cell { IDLE_BEFORE_WARM_UP } else { IDLE_BEFORE_FIRST_WARM_UP }
-                });
-                let wait = warm_up_at
-                    .map_or(PROCESS_CHECK_INTERVAL, |at| at.saturating_duration_since(Instant::now()))
-                    .min(PROCESS_CHECK_INTERVAL);
-                let job = match job_queue.recv_timeout(wait) {
+                let job = match job_queue.recv_timeout(PROCESS_CHECK_INTERVAL) {
                     Ok(job) => Some(job),
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        // First: a warm-up step needs the user process.
                         let _ = guarded(|| engine.restart_if_process_ended());
-                        if warm_up_at.is_some_and(|at| Instant::now() >= at) {
-                            warmed_up = warm_up_step_finishes(&mut engine);
-                            idle_since = Instant::now();
-                        }
+                        let _ = guarded(|| engine.stop_idle_analysis(analysis_idle));
                         continue;
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => None,
@@ -133,7 +116,6 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
                 let Some(job) = job else { return };
                 match job {
                     Job::Execute { code, input, interrupts_at_send } => {
-                        ran_a_cell = true;
                         let outcome = guarded(|| engine.execute(&code, input, interrupts_at_send)).unwrap_or_else(|message| {
                             CellOutcome::Failure(rust_async_engine::CellError {
                                 name: "KernelError".into(),
@@ -155,15 +137,8 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
                         let _ = done.send(());
                         return;
                     }
-                    Job::WarmUp { skip, done } => {
-                        // Step by step: a notebook that claims the spare meanwhile goes next.
-                        let skipped = || skip.load(std::sync::atomic::Ordering::SeqCst);
-                        while !warmed_up && !skipped() {
-                            warmed_up = warm_up_step_finishes(&mut engine);
-                        }
-                        if warmed_up {
-                            let _ = done.send(());
-                        }
+                    Job::WhenUp { done } => {
+                        let _ = done.send(());
                     }
                     Job::Adopt { session } => {
                         let adopted = guarded(|| engine.adopt_session(&session).map_err(|error| error.to_string()));
@@ -172,16 +147,10 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
                         }
                     }
                 }
-                idle_since = Instant::now();
             }
         })
         .expect("could not start the engine thread");
     (EngineHandle { jobs }, interrupter)
-}
-
-/// One step of the warm-up; true once none is left (or a step panicked: no retrying).
-fn warm_up_step_finishes(engine: &mut Engine) -> bool {
-    !guarded(|| engine.warm_up_step()).unwrap_or(false)
 }
 
 /// A panic inside evcxr (rust-analyzer, say) must not take the engine thread, and with it
@@ -208,7 +177,7 @@ fn serve_without_engine(jobs: mpsc::Receiver<Job>, events: &UnboundedSender<From
             Job::Inspect { reply, .. } => {
                 let _ = reply.send(None);
             }
-            Job::WarmUp { .. } | Job::Adopt { .. } => {}
+            Job::WhenUp { .. } | Job::Adopt { .. } => {}
             Job::Shutdown { done } => {
                 let _ = done.send(());
                 return;

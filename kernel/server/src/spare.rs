@@ -1,13 +1,12 @@
 //! Spare kernels: a kernel process started ahead of time, so that the next notebook's kernel
-//! is ready at once.
+//! is ready at once. Off unless `RUST_ASYNC_SPARE=1`.
 //!
 //! A fresh kernel's first cell waits for evcxr's start-up and the compiles that switch cells to
-//! async mode, and its first `let` for rust-analyzer's analysis of the standard library and
-//! tokio (inside the kernel process). So once a kernel is up, it leaves one *spare* behind: the
-//! same binary run in the background (`rust-async-kernel spare --serve`), which starts an
-//! engine, does that analysis ahead
-//! ([`Engine::warm_up_step`](rust_async_engine::Engine::warm_up_step)) and then waits on a Unix
-//! socket in a private per-user directory.
+//! async mode: about half a second on a 2-core machine, since rust-analyzer no longer takes
+//! part (see `scripts/bench` for the measures). Where that still matters (a loaded server), a
+//! kernel, once up, leaves one *spare* behind: the same binary run in the background
+//! (`rust-async-kernel spare --serve`), which starts an engine and then waits on a Unix socket
+//! in a private per-user directory.
 //!
 //! A kernel that Jupyter starts (`--connection-file`) first tries to claim a spare:
 //! - Claimed: this process becomes the *launcher*. It stays alive as the process Jupyter
@@ -21,8 +20,10 @@
 //!
 //! There is at most one unclaimed spare per user and *key*: the binary (path, size, mtime) and
 //! the environment variables the kernel side reads; a kernel only claims a spare made for the
-//! same key. An unclaimed spare exits after `RUST_ASYNC_SPARE_IDLE_SECS` seconds (default 600).
-//! `RUST_ASYNC_SPARE=0` turns spares off.
+//! same key. An unclaimed spare exits after `RUST_ASYNC_SPARE_IDLE_SECS` seconds (default 600),
+//! and within [`SERVER_CHECK_INTERVAL`] of its *server* ending: the Jupyter server (or grader)
+//! that started the kernel which left it (`JPY_PARENT_PID`), or the process that ran
+//! `rust-async-kernel spare` (`scripts/lab`, which becomes JupyterLab).
 
 use crate::engine_thread::{self, Job};
 use crate::kernel;
@@ -39,6 +40,10 @@ use std::time::{Duration, Instant};
 
 const SWITCH_ENV: &str = "RUST_ASYNC_SPARE";
 const IDLE_ENV: &str = "RUST_ASYNC_SPARE_IDLE_SECS";
+/// Given to a spare: the pid of the process it serves notebooks for (see the module's text).
+const SERVER_ENV: &str = "RUST_ASYNC_SPARE_SERVER_PID";
+/// How often a waiting spare checks that its server is still there.
+pub const SERVER_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 const DEFAULT_IDLE: Duration = Duration::from_secs(600);
 /// Set by a running engine in its own process (so not part of a kernel's configuration).
 const ENGINE_SETS: [&str; 2] = ["EVCXR_TMPDIR", "EVCXR_CONFIG_DIR"];
@@ -46,7 +51,7 @@ const ENGINE_SETS: [&str; 2] = ["EVCXR_TMPDIR", "EVCXR_CONFIG_DIR"];
 const CLAIM_PATIENCE: Duration = Duration::from_secs(2);
 
 pub fn enabled() -> bool {
-    std::env::var(SWITCH_ENV).map_or(true, |value| value != "0")
+    std::env::var(SWITCH_ENV).is_ok_and(|value| value == "1")
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -146,7 +151,9 @@ pub fn spawn_spare() {
     for name in ENGINE_SETS {
         command.env_remove(name);
     }
-    rust_async_engine::restore_environment(&mut command);
+    // SAFETY: getppid cannot fail.
+    let server = std::env::var("JPY_PARENT_PID").ok().and_then(|pid| pid.parse().ok()).unwrap_or_else(|| unsafe { libc::getppid() });
+    command.env(SERVER_ENV, server.to_string());
     command
         .args(["spare", "--serve"])
         .current_dir("/")
@@ -186,14 +193,13 @@ pub fn serve_spare() -> anyhow::Result<()> {
     let listener = UnixListener::bind(&socket_path)?;
 
     let engine = engine_thread::start();
-    let (warm, warmed) = tokio::sync::oneshot::channel();
-    let claimed_early = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    engine.handle.send(Job::WarmUp { skip: std::sync::Arc::clone(&claimed_early), done: warm });
+    let (up, engine_up) = tokio::sync::oneshot::channel();
+    engine.handle.send(Job::WhenUp { done: up });
     std::thread::spawn({
         let ready_path = ready_path.clone();
         let socket_exists = socket_path.clone();
         move || {
-            if warmed.blocking_recv().is_ok() && socket_exists.exists() {
+            if engine_up.blocking_recv().is_ok() && socket_exists.exists() {
                 let _ = std::fs::write(&ready_path, "");
             }
         }
@@ -203,7 +209,8 @@ pub fn serve_spare() -> anyhow::Result<()> {
         .ok()
         .and_then(|seconds| seconds.parse().ok())
         .map_or(DEFAULT_IDLE, Duration::from_secs);
-    let claimed = wait_for_claim(&listener, idle);
+    let server = std::env::var(SERVER_ENV).ok().and_then(|pid| pid.parse::<i32>().ok());
+    let claimed = wait_for_claim(&listener, idle, server);
     // From here this process is no longer a spare: the next one may start.
     let _ = std::fs::remove_file(&socket_path);
     let _ = std::fs::remove_file(&ready_path);
@@ -218,7 +225,6 @@ pub fn serve_spare() -> anyhow::Result<()> {
         return Ok(());
     };
 
-    claimed_early.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = std::env::set_current_dir(&claim.session.cwd);
     take_output_of(claim.launcher_pid);
     engine.handle.send(Job::Adopt { session: claim.session });
@@ -253,13 +259,16 @@ pub fn serve_spare() -> anyhow::Result<()> {
     std::process::exit(status)
 }
 
-/// Waits for a well-formed claim. `None` when none came within `idle`.
-fn wait_for_claim(listener: &UnixListener, idle: Duration) -> Option<(UnixStream, Claim)> {
+/// Waits for a well-formed claim. `None` when none came within `idle`, or `server` ended.
+fn wait_for_claim(listener: &UnixListener, idle: Duration, server: Option<i32>) -> Option<(UnixStream, Claim)> {
     let deadline = Instant::now() + idle;
     loop {
         let left = deadline.checked_duration_since(Instant::now())?;
+        if server.is_some_and(|pid| !process_exists(pid)) {
+            return None;
+        }
         let mut poll = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let timeout = left.as_millis().min(i32::MAX as u128) as i32;
+        let timeout = left.min(SERVER_CHECK_INTERVAL).as_millis() as i32;
         // SAFETY: one valid pollfd.
         if unsafe { libc::poll(&mut poll, 1, timeout) } <= 0 {
             continue;
@@ -400,9 +409,9 @@ fn key() -> String {
         }
     }
     let kernel_side = |name: &str| {
-        let ours = name.starts_with("RUST_ASYNC_") && name != SWITCH_ENV && name != IDLE_ENV;
+        let ours = name.starts_with("RUST_ASYNC_") && ![SWITCH_ENV, IDLE_ENV, SERVER_ENV].contains(&name);
         let toolchain = ["EVCXR_", "CARGO", "RUSTUP", "RUSTC"].iter().any(|prefix| name.starts_with(prefix))
-            || ["RUSTFLAGS", "PATH", "HOME", "TMPDIR"].contains(&name);
+            || ["RUSTFLAGS", "RUST_SRC_PATH", "PATH", "HOME", "TMPDIR"].contains(&name);
         (ours || toolchain) && !ENGINE_SETS.contains(&name)
     };
     let mut variables: Vec<(String, String)> = std::env::vars_os()
@@ -412,11 +421,6 @@ fn key() -> String {
     variables.sort();
     for (name, value) in variables {
         inputs.push_str(&format!("\n{name}={value}"));
-    }
-    // rust-analyzer's standard library, as the user gave it (an engine in this process may
-    // have set the variable to a link of its own).
-    if let Some(path) = rust_async_engine::original_src_path() {
-        inputs.push_str(&format!("\nRUST_SRC_PATH={}", path.to_string_lossy()));
     }
     fingerprint(&inputs)
 }

@@ -1,0 +1,219 @@
+//! rust-analyzer in a process of its own, for completion and inspection only.
+//!
+//! Cells never need rust-analyzer (rustc types their variables: `variable_types`). Tab and
+//! Shift+Tab do: the first one starts this process, which analyses the standard library, tokio
+//! and the cells' other dependencies (seconds, and most of a kernel's memory while it lives).
+//! The engine stops it after a while without requests (`Engine::stop_idle_analysis`). Being a
+//! process, it gives all of its memory back when it ends; inside the kernel, rust-analyzer's
+//! interned data stayed behind (250 MiB measured after dropping it). A crash in it fails a
+//! completion, not the kernel.
+//!
+//! evcxr still writes the source rust-analyzer is shown (the cell inside its earlier items and
+//! variables) and maps offsets: this process only answers for that source
+//! ([`evcxr::Analysis`]). It works on a crate of its own, `analysis/` beside the cell crate,
+//! whose manifest and lock file follow the cell crate's: evcxr's own files are never written
+//! from here.
+//!
+//! The protocol is one JSON object a line each way on the process's stdin and stdout:
+//! [`Request`] in, [`Reply`] out.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+/// The kernel binary's argument that makes it this process: `analysis DIR`.
+pub const ANALYSIS_COMMAND: &str = "analysis";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "request", rename_all = "kebab-case")]
+enum Request {
+    SetSource { source: String },
+    Completions { position: usize },
+    Hover { offset: u32, markdown: bool },
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+enum Reply {
+    Done,
+    Completions { completions: Vec<Completion>, start_offset: usize, end_offset: usize },
+    Hover { text: Option<String> },
+    Failed { error: String },
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Completion {
+    code: String,
+    kind: String,
+    label: String,
+}
+
+/// Runs this process: answers requests on stdin until it closes. Exits with the kernel
+/// (`PR_SET_PDEATHSIG`).
+pub fn serve(root: &Path) -> ! {
+    // SAFETY: setting the parent-death signal; no handler code runs.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let mut analyzer = match evcxr::RustAnalyzer::new(root) {
+        Ok(analyzer) => Some(analyzer),
+        Err(error) => {
+            eprintln!("rust-async: rust-analyzer did not start: {error}");
+            None
+        }
+    };
+    let stdout = std::io::stdout();
+    for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+        let reply = match (serde_json::from_str::<Request>(&line), analyzer.as_mut()) {
+            (Err(error), _) => Reply::Failed { error: format!("malformed request: {error}") },
+            (Ok(_), None) => Reply::Failed { error: "rust-analyzer did not start".into() },
+            (Ok(request), Some(analyzer)) => answer(analyzer, request),
+        };
+        let mut text = serde_json::to_string(&reply).unwrap_or_default();
+        text.push('\n');
+        let mut out = stdout.lock();
+        if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
+    std::process::exit(0)
+}
+
+fn answer(analyzer: &mut evcxr::RustAnalyzer, request: Request) -> Reply {
+    use evcxr::Analysis;
+    // rust-analyzer may panic on code it does not expect: one request fails, not the process.
+    let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match request {
+        Request::SetSource { source } => analyzer.set_source(source).map(|()| Reply::Done),
+        Request::Completions { position } => Analysis::completions(analyzer, position).map(|found| Reply::Completions {
+            completions: found
+                .completions
+                .into_iter()
+                .map(|completion| Completion {
+                    code: completion.code,
+                    kind: completion.kind.to_owned(),
+                    label: completion.label,
+                })
+                .collect(),
+            start_offset: found.start_offset,
+            end_offset: found.end_offset,
+        }),
+        Request::Hover { offset, markdown } => analyzer.hover(offset, markdown).map(|text| Reply::Hover { text }),
+    }));
+    match answered {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(error)) => Reply::Failed { error: error.to_string() },
+        Err(_) => Reply::Failed { error: "rust-analyzer panicked".into() },
+    }
+}
+
+/// The analysis process, seen from the engine.
+pub(crate) struct AnalysisProcess {
+    child: Child,
+    requests: ChildStdin,
+    replies: BufReader<ChildStdout>,
+    /// The cell crate, whose manifest and lock file the analysis crate follows.
+    cell_dir: PathBuf,
+    /// The analysis crate.
+    root: PathBuf,
+}
+
+impl AnalysisProcess {
+    /// Starts one for the cell crate in `cell_dir`, working in `root`.
+    pub(crate) fn start(cell_dir: &Path, root: &Path) -> anyhow::Result<AnalysisProcess> {
+        std::fs::create_dir_all(root.join("src"))?;
+        follow_manifest(cell_dir, root)?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg(ANALYSIS_COMMAND)
+            .arg(root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let requests = child.stdin.take().ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+        let replies = BufReader::new(child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?);
+        Ok(AnalysisProcess { child, requests, replies, cell_dir: cell_dir.to_owned(), root: root.to_owned() })
+    }
+
+    fn ask(&mut self, request: &Request) -> anyhow::Result<Reply> {
+        let mut line = serde_json::to_string(request)?;
+        line.push('\n');
+        self.requests.write_all(line.as_bytes())?;
+        self.requests.flush()?;
+        let mut answer = String::new();
+        if self.replies.read_line(&mut answer)? == 0 {
+            anyhow::bail!("rust-analyzer's process ended");
+        }
+        match serde_json::from_str(&answer)? {
+            Reply::Failed { error } => anyhow::bail!(error),
+            reply => Ok(reply),
+        }
+    }
+}
+
+impl evcxr::Analysis for AnalysisProcess {
+    fn set_source(&mut self, source: String) -> anyhow::Result<()> {
+        // A `:dep` changes the cell crate's manifest: rust-analyzer then loads the new crate.
+        follow_manifest(&self.cell_dir, &self.root)?;
+        self.ask(&Request::SetSource { source }).map(|_| ())
+    }
+
+    fn completions(&mut self, position: usize) -> anyhow::Result<evcxr::Completions> {
+        match self.ask(&Request::Completions { position })? {
+            Reply::Completions { completions, start_offset, end_offset } => Ok(evcxr::Completions {
+                completions: completions
+                    .into_iter()
+                    .map(|completion| evcxr::Completion {
+                        code: completion.code,
+                        kind: completion_kind(&completion.kind),
+                        label: completion.label,
+                    })
+                    .collect(),
+                start_offset,
+                end_offset,
+            }),
+            _ => anyhow::bail!("rust-analyzer's process answered out of turn"),
+        }
+    }
+
+    fn hover(&mut self, offset: u32, markdown: bool) -> anyhow::Result<Option<String>> {
+        match self.ask(&Request::Hover { offset, markdown })? {
+            Reply::Hover { text } => Ok(text),
+            _ => anyhow::bail!("rust-analyzer's process answered out of turn"),
+        }
+    }
+}
+
+impl Drop for AnalysisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The kinds evcxr gives completions (a `&'static str` there).
+fn completion_kind(kind: &str) -> &'static str {
+    ["function", "class", "module", "keyword", "magic"].into_iter().find(|known| *known == kind).unwrap_or("instance")
+}
+
+/// Copies the cell crate's manifest and lock file into the analysis crate, where they differ.
+fn follow_manifest(cell_dir: &Path, root: &Path) -> std::io::Result<()> {
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        let Ok(wanted) = std::fs::read(cell_dir.join(file)) else { continue };
+        if std::fs::read(root.join(file)).ok().as_ref() != Some(&wanted) {
+            std::fs::write(root.join(file), wanted)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_are_one_json_line_each() {
+        let request = serde_json::to_string(&Request::Hover { offset: 12, markdown: true }).unwrap();
+        assert_eq!(request, r#"{"request":"hover","offset":12,"markdown":true}"#);
+        let reply: Reply = serde_json::from_str(r#"{"reply":"failed","error":"no"}"#).unwrap();
+        assert!(matches!(reply, Reply::Failed { error } if error == "no"));
+        assert_eq!(completion_kind("class"), "class");
+        assert_eq!(completion_kind("unheard-of"), "instance");
+    }
+}

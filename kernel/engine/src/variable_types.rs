@@ -1,0 +1,490 @@
+//! The types of a cell's new variables, from rustc.
+//!
+//! evcxr keeps a cell's top-level `let` variables for later cells by moving each into its
+//! variable store and back out, with the variable's type written in the code it generates
+//! (`put_variable::<T>`, `take_variable::<T>`). Stock evcxr asks rust-analyzer for those types,
+//! which means analysing the standard library, tokio and every dependency inside the kernel
+//! process: seconds of a cold kernel's first `let` and most of its memory. The kernel's evcxr
+//! (patched, `kernel/evcxr-patch`) instead stores a new variable with its type left to rustc's
+//! inference (`put_variable::<_>`), and asks [`FromCompiler`] for the types once the cell has
+//! compiled, before it runs.
+//!
+//! rustc reports them in the compile that runs anyway: the kernel's rustc wrapper has it write
+//! the cell crate's MIR (`--emit mir`, a stable flag). In MIR each local is declared with its
+//! type written in full (`let mut _12: std::vec::Vec<u64>;`, paths as code outside the crate
+//! can name them, unlike the shortened ones in diagnostics), and each store is a call
+//! `VariableStore::put_variable::<..>(move _10, move _11, move _12)` whose name argument is
+//! assigned a string constant (`_11 = const "n";`). So the type of `n` is the type of the
+//! local passed beside its name. The MIR text is a format for people, not a stable interface:
+//! what is not found in it leaves the variable without a type, and evcxr then asks the student
+//! for one (`tests/test_async_cells.py` covers the shapes cells produce).
+//!
+//! Types no later cell can write are refused here, before the cell runs, in the words evcxr
+//! uses (the engine turns them into hints, or keeps futures: `future_values`): a closure, an
+//! `async` block or `async fn`'s future, and any type containing one of them.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Set for cargo while cells compile: where the rustc wrapper has rustc write the cell
+/// crate's MIR.
+pub const CELL_MIR_ENV: &str = "RUST_ASYNC_CELL_MIR";
+
+/// evcxr's store call, as MIR shows it (the generic argument follows).
+const STORE_CALL: &str = "VariableStore::put_variable::<";
+
+/// A new variable whose type a later cell could not write, and what can be done about it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Unkept {
+    pub name: String,
+    /// rustc's type, positions in the generated source left out ([`readable_type`]).
+    pub type_name: String,
+    pub kind: UnkeptKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum UnkeptKind {
+    /// A future (an `async` block's or an `async fn`'s, perhaps boxed or in a timeout): it is
+    /// kept as a `tokio::Pending` (`future_values`).
+    Future,
+    /// Written on the `let`, this type is what rustc infers and later cells can write: `!`
+    /// as `()` (a task that never ends), a function as a function pointer.
+    Writable(String),
+    Closure,
+    AsyncClosure,
+    /// From a crate the cells do not depend on (only through another crate).
+    IndirectCrate(String),
+    Other,
+}
+
+/// Reads the types of a cell's new variables from the MIR rustc wrote for it.
+pub(crate) struct FromCompiler {
+    mir_file: PathBuf,
+    cell_dir: PathBuf,
+    /// Why the last cell's variable was not kept, for the engine to act on.
+    unkept: Arc<Mutex<Option<Unkept>>>,
+}
+
+impl FromCompiler {
+    pub(crate) fn new(mir_file: PathBuf, cell_dir: PathBuf, unkept: Arc<Mutex<Option<Unkept>>>) -> FromCompiler {
+        FromCompiler { mir_file, cell_dir, unkept }
+    }
+}
+
+impl evcxr::VariableTypes for FromCompiler {
+    fn types_of(&mut self, names: &[String]) -> Result<HashMap<String, String>, String> {
+        let mir = std::fs::read_to_string(&self.mir_file).unwrap_or_default();
+        let found = stored_types(&mir);
+        let crates = Crates::of_cell_crate(&self.cell_dir);
+        let mut types = HashMap::new();
+        for name in names {
+            let Some(type_name) = found.get(name.as_str()) else { continue };
+            if let Some(kind) = unkept_kind(type_name, &crates) {
+                let unkept = Unkept { name: name.clone(), type_name: readable_type(type_name), kind };
+                let message = refusal_message(&unkept);
+                if let Ok(mut last) = self.unkept.lock() {
+                    *last = Some(unkept);
+                }
+                return Err(message);
+            }
+            types.insert(name.clone(), type_name.clone());
+        }
+        Ok(types)
+    }
+}
+
+/// The crates a cell names: its dependencies (a later cell can write their paths), and the
+/// other crates in its build (it cannot).
+#[derive(Default)]
+struct Crates {
+    direct: HashSet<String>,
+    all: HashSet<String>,
+}
+
+impl Crates {
+    fn of_cell_crate(cell_dir: &std::path::Path) -> Crates {
+        let mut crates = Crates::default();
+        let manifest = std::fs::read_to_string(cell_dir.join("Cargo.toml")).unwrap_or_default();
+        let mut in_dependencies = false;
+        for line in manifest.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                in_dependencies = line == "[dependencies]";
+            } else if let (true, Some((name, _))) = (in_dependencies, line.split_once('=')) {
+                crates.direct.insert(name.trim().trim_matches('"').replace('-', "_"));
+            }
+        }
+        let lock = std::fs::read_to_string(cell_dir.join("Cargo.lock")).unwrap_or_default();
+        for line in lock.lines() {
+            if let Some(name) = line.strip_prefix("name = \"").and_then(|rest| rest.strip_suffix('"')) {
+                crates.all.insert(name.replace('-', "_"));
+            }
+        }
+        crates
+    }
+
+    /// Whether a path starting with `root` can be written in a later cell: std's, a
+    /// dependency's or the cells' own items, not those of a crate the cells do not depend on.
+    fn can_name(&self, root: &str) -> bool {
+        match root {
+            "std" | "core" | "tokio" | "rust_async" | "crate" => true,
+            "alloc" => false,
+            _ => self.direct.contains(root) || !self.all.contains(root),
+        }
+    }
+}
+
+/// Why a later cell could not write `type_name` (rustc's), or `None` when it can.
+fn unkept_kind(type_name: &str, crates: &Crates) -> Option<UnkeptKind> {
+    if let Some(root) = path_roots(type_name).into_iter().find(|root| !crates.can_name(root)) {
+        return Some(UnkeptKind::IndirectCrate(root.to_owned()));
+    }
+    if type_name.starts_with("{closure@") {
+        return Some(UnkeptKind::Closure);
+    }
+    if type_name.starts_with("{async closure@") {
+        return Some(UnkeptKind::AsyncClosure);
+    }
+    // An `async` block's or `async fn`'s future, alone or wrapped (`Box::pin`, a timeout, a
+    // join): boxing the value into a `Pending` keeps it, if the value is a future; a collection
+    // of futures is not (the engine's boxing then fails, and this refusal stands).
+    if type_name.contains("{async block@") || type_name.contains("{async fn body of ") {
+        return Some(UnkeptKind::Future);
+    }
+    let writable = writable_type(type_name);
+    if writable != type_name && !writable.contains('{') && !writable.contains("impl ") {
+        return Some(UnkeptKind::Writable(writable));
+    }
+    (type_name.contains('{') || type_name.contains("impl ") || type_name.contains('!')).then_some(UnkeptKind::Other)
+}
+
+/// `type_name` with what cannot be written but has a writable equivalent replaced: the never
+/// type `!` by `()` (what rustc infers for a block that never ends when a type is written),
+/// a function's own type (`fn(u32) -> u32 {double}`) by its pointer type.
+fn writable_type(type_name: &str) -> String {
+    let mut writable = String::with_capacity(type_name.len());
+    let mut rest = type_name;
+    while let Some(index) = rest.find(['!', '{']) {
+        writable.push_str(&rest[..index]);
+        let after = &rest[index..];
+        if let Some(after_never) = after.strip_prefix('!') {
+            writable.push_str("()");
+            rest = after_never;
+            continue;
+        }
+        // ` {double}` after a `fn(..) -> T`: a function item.
+        let close = after.find('}').map_or(after.len(), |close| close + 1);
+        let is_function_name = after[1..close.saturating_sub(1)].chars().all(|c| c.is_alphanumeric() || c == '_' || c == ':');
+        if is_function_name && writable.contains("fn(") && writable.ends_with(' ') {
+            writable.pop();
+        } else {
+            writable.push_str(&after[..close]);
+        }
+        rest = &after[close..];
+    }
+    writable.push_str(rest);
+    writable
+}
+
+/// The first segment of every path in `type_name` (`std` and `tokio` in
+/// `std::vec::Vec<tokio::task::JoinHandle<u8>>`).
+fn path_roots(type_name: &str) -> Vec<&str> {
+    let mut roots = Vec::new();
+    let mut start = None;
+    for (index, character) in type_name.char_indices() {
+        let in_word = character.is_alphanumeric() || character == '_';
+        match (in_word, start) {
+            (true, None) => {
+                let after_path_separator = type_name[..index].ends_with("::");
+                if !after_path_separator {
+                    start = Some(index);
+                }
+            }
+            (false, Some(word_start)) => {
+                if type_name[index..].starts_with("::") {
+                    roots.push(&type_name[word_start..index]);
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    roots
+}
+
+/// What evcxr would say of an unkept variable (the engine adds its hints: `diagnostics`).
+pub(crate) fn refusal_message(unkept: &Unkept) -> String {
+    let Unkept { name, type_name, kind } = unkept;
+    match kind {
+        UnkeptKind::Closure => format!("The variable `{name}` is a closure, which cannot be persisted."),
+        UnkeptKind::IndirectCrate(root) => format!(
+            "Couldn't automatically determine type of variable `{name}`: its type `{type_name}` is from \
+             the crate `{root}`, which the cells do not depend on."
+        ),
+        _ => format!("The variable `{name}` has type `{type_name}` which cannot be persisted."),
+    }
+}
+
+/// A type as a student reads it in a message: rustc's names of closures and futures
+/// (`{async fn body of make()}`, `{closure@src/lib.rs:3:9: 3:12}`) without the positions in
+/// evcxr's generated source, which mean nothing to the student.
+pub(crate) fn readable_type(type_name: &str) -> String {
+    let mut readable = String::with_capacity(type_name.len());
+    let mut rest = type_name;
+    while let Some(start) = rest.find('{') {
+        readable.push_str(&rest[..start]);
+        let Some(length) = rest[start..].find('}') else { break };
+        let inner = &rest[start + 1..start + length];
+        let kind = inner.split('@').next().unwrap_or(inner).trim();
+        readable.push('{');
+        readable.push_str(kind);
+        readable.push('}');
+        rest = &rest[start + length + 1..];
+    }
+    readable.push_str(rest);
+    readable
+}
+
+/// The type of each variable stored by `VariableStore::put_variable` in `mir`, by name. A
+/// variable whose store cannot be reached (the cell ends in a `panic!`, so rustc leaves the
+/// store out) is never kept; its type is still found, from its debug information
+/// (`debug n => _3;`), so that the cell runs and fails as it should.
+fn stored_types(mir: &str) -> HashMap<&str, String> {
+    let mut stored = HashMap::new();
+    let mut declared = HashMap::new();
+    for body in bodies(mir) {
+        let (body_stored, body_declared) = types_in_body(body);
+        stored.extend(body_stored);
+        declared.extend(body_declared);
+    }
+    for (name, type_name) in declared {
+        stored.entry(name).or_insert(type_name);
+    }
+    stored
+}
+
+/// The bodies of the functions (and constants) in `mir`: each starts on a line of its own at
+/// the margin and ends with a `}` alone at the margin. Locals (`_12`) are numbered per body.
+fn bodies(mir: &str) -> Vec<&str> {
+    let mut bodies = Vec::new();
+    let mut start = None;
+    let mut offset = 0;
+    for line in mir.split_inclusive('\n') {
+        let starts_body = !line.starts_with([' ', '}', '/', '\n']) && line.trim_end().ends_with('{');
+        if starts_body {
+            start = Some(offset);
+        } else if line.trim_end() == "}" {
+            if let Some(begin) = start.take() {
+                bodies.push(&mir[begin..offset + line.len()]);
+            }
+        }
+        offset += line.len();
+    }
+    bodies
+}
+
+/// In one body: the types of the variables stored, and of every variable by its debug
+/// information (the last one of a name).
+fn types_in_body(body: &str) -> (HashMap<&str, String>, HashMap<&str, String>) {
+    let mut local_types: HashMap<&str, &str> = HashMap::new();
+    let mut constants: HashMap<&str, &str> = HashMap::new();
+    for line in body.lines() {
+        let line = line.trim();
+        // `let mut _12: std::vec::Vec<u64>;`
+        if let Some(declaration) = line.strip_prefix("let ") {
+            let declaration = declaration.strip_prefix("mut ").unwrap_or(declaration);
+            if let Some((local, type_name)) = declaration.split_once(": ") {
+                local_types.insert(local, type_name.strip_suffix(';').unwrap_or(type_name));
+            }
+        }
+        // `_11 = const "n";`
+        if let Some((local, value)) = line.split_once(" = const \"") {
+            if let Some(text) = value.strip_suffix("\";") {
+                constants.insert(local.trim(), text);
+            }
+        }
+    }
+    let type_of = |place: &str| match place.strip_prefix('(').and_then(|inner| inner.strip_suffix(')')) {
+        // A field of the cell's future: `(((*_80) as variant#4).10: std::vec::Vec<u64>)`.
+        Some(projection) => projection.rsplit_once(": ").map(|(_, type_name)| type_name.to_owned()),
+        None => local_types.get(place).map(|type_name| (*type_name).to_owned()),
+    };
+    let mut declared = HashMap::new();
+    for line in body.lines() {
+        // `debug n => _3;`
+        let Some((name, place)) = line.trim().strip_prefix("debug ").and_then(|rest| rest.split_once(" => ")) else {
+            continue;
+        };
+        if let Some(type_name) = type_of(place.strip_suffix(';').unwrap_or(place)) {
+            declared.insert(name, type_name);
+        }
+    }
+    let mut types = HashMap::new();
+    for line in body.lines() {
+        let Some(start) = line.find(STORE_CALL) else { continue };
+        let Some(arguments) = call_arguments(&line[start + STORE_CALL.len()..]) else { continue };
+        let [_, name, value] = arguments.as_slice() else { continue };
+        let name = match name.strip_prefix("const \"").and_then(|text| text.strip_suffix('"')) {
+            Some(text) => text,
+            None => match constants.get(operand_place(name)) {
+                Some(text) => text,
+                None => continue,
+            },
+        };
+        if let Some(type_name) = type_of(operand_place(value)) {
+            types.insert(name, type_name);
+        }
+    }
+    (types, declared)
+}
+
+/// The place an operand reads: `move _12` → `_12`, `copy (x.0: T)` → `(x.0: T)`.
+fn operand_place(operand: &str) -> &str {
+    let operand = operand.trim();
+    operand.strip_prefix("move ").or_else(|| operand.strip_prefix("copy ")).unwrap_or(operand)
+}
+
+/// The arguments of the call that follows its generic arguments (`Vec<u64>>(a, b, c) -> ...`),
+/// split at the commas outside brackets.
+fn call_arguments(after_generics: &str) -> Option<Vec<&str>> {
+    // The generic argument ends at the `>` that closes `::<`; rustc writes `->` only in fn
+    // pointer types, whose `>` is not a bracket.
+    let mut depth = 1i32;
+    let mut previous = ' ';
+    let mut open = None;
+    for (index, character) in after_generics.char_indices() {
+        match character {
+            '<' => depth += 1,
+            '>' if previous != '-' => {
+                depth -= 1;
+                if depth == 0 {
+                    open = Some(index + 1);
+                    break;
+                }
+            }
+            _ => {}
+        }
+        previous = character;
+    }
+    let rest = after_generics[open?..].strip_prefix('(')?;
+    let mut arguments = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    let mut previous = ' ';
+    for (index, character) in rest.char_indices() {
+        match character {
+            '(' | '[' | '<' | '{' => depth += 1,
+            ')' if depth == 0 => {
+                arguments.push(rest[start..index].trim());
+                return Some(arguments);
+            }
+            '>' if previous == '-' => {}
+            ')' | ']' | '>' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                arguments.push(rest[start..index].trim());
+                start = index + 1;
+            }
+            _ => {}
+        }
+        previous = character;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_come_from_the_locals_passed_to_the_store() {
+        let mir = r#"fn other() -> () {
+    let mut _11: (u32, bool);
+    let mut _12: (u32, bool);
+}
+
+fn run_user_code_3::{closure#0}::{closure#0}(_1: Pin<&mut {async block@src/lib.rs:10:15: 10:20}>) -> Poll<()> {
+    let _20: std::string::String;
+    scope 1 {
+        debug late => _20;
+    }
+    let mut _10: &mut evcxr_internal_runtime::VariableStore;
+    let mut _11: &str;
+    let mut _12: std::vec::Vec<u64>;
+    let _13: ();
+    let mut _14: &mut evcxr_internal_runtime::VariableStore;
+    let mut _15: std::collections::HashMap<std::string::String, fn(i32) -> i32>;
+        _11 = const "n";
+        _12 = move _7;
+        _9 = VariableStore::put_variable::<Vec<u64>>(move _10, move _11, move _12) -> [return: bb5, unwind: bb9];
+        _13 = VariableStore::put_variable::<HashMap<String, fn(i32) -> i32>>(move _14, const "m", move _15) -> [return: bb6, unwind: bb9];
+        _16 = VariableStore::put_variable::<Duration>(move _17, const "d", move (((*_80) as variant#4).1: std::time::Duration)) -> [return: bb7, unwind: bb9];
+}
+"#;
+        let types = stored_types(mir);
+        assert_eq!(types["n"], "std::vec::Vec<u64>");
+        assert_eq!(types["m"], "std::collections::HashMap<std::string::String, fn(i32) -> i32>");
+        assert_eq!(types["d"], "std::time::Duration");
+        // Never stored (after a `panic!`): typed by its debug information.
+        assert_eq!(types["late"], "std::string::String");
+    }
+
+    fn kind(type_name: &str) -> Option<UnkeptKind> {
+        let crates = Crates {
+            direct: ["serde_json".to_owned()].into(),
+            all: ["serde_json", "hyper", "tokio", "bytes"].map(str::to_owned).into(),
+        };
+        unkept_kind(type_name, &crates)
+    }
+
+    #[test]
+    fn types_later_cells_can_write_are_kept() {
+        for type_name in [
+            "std::vec::Vec<u64>",
+            "(tokio::sync::mpsc::Sender<u8>, [u8; 4], &str)",
+            "std::collections::HashMap<std::string::String, Point>",
+            "m::Q",
+            "serde_json::Value",
+            "rust_async::Pending<u32>",
+            "std::boxed::Box<dyn std::ops::Fn(u32) -> u32>",
+            "fn(u32) -> u32",
+        ] {
+            assert_eq!(kind(type_name), None, "{type_name}");
+        }
+    }
+
+    #[test]
+    fn closures_futures_and_other_unwritable_types_are_not_kept() {
+        assert_eq!(kind("{closure@src/lib.rs:16:13: 16:21}"), Some(UnkeptKind::Closure));
+        assert_eq!(kind("{async closure@src/lib.rs:16:13: 16:21}"), Some(UnkeptKind::AsyncClosure));
+        for future in [
+            "{async fn body of make()}",
+            "{async block@src/lib.rs:17:13: 17:18}",
+            "std::pin::Pin<std::boxed::Box<{async fn body of make()}>>",
+            "tokio::time::Timeout<{async fn body of make()}>",
+        ] {
+            assert_eq!(kind(future), Some(UnkeptKind::Future), "{future}");
+        }
+        assert_eq!(
+            kind("tokio::task::JoinHandle<!>"),
+            Some(UnkeptKind::Writable("tokio::task::JoinHandle<()>".into()))
+        );
+        assert_eq!(kind("fn(u32) -> u32 {double}"), Some(UnkeptKind::Writable("fn(u32) -> u32".into())));
+        assert_eq!(kind("hyper::body::Incoming"), Some(UnkeptKind::IndirectCrate("hyper".into())));
+        assert_eq!(kind("std::vec::Vec<bytes::Bytes>"), Some(UnkeptKind::IndirectCrate("bytes".into())));
+        assert_eq!(
+            kind("std::iter::Map<std::ops::Range<i32>, {closure@src/lib.rs:22:24: 22:27}>"),
+            Some(UnkeptKind::Other)
+        );
+        assert_eq!(kind("rust_async::time::Timeout<{async fn body of make()}>"), Some(UnkeptKind::Future));
+    }
+
+    #[test]
+    fn messages_leave_out_positions_in_the_generated_source() {
+        assert_eq!(
+            readable_type("std::iter::Map<std::ops::Range<i32>, {closure@src/lib.rs:22:24: 22:27}>"),
+            "std::iter::Map<std::ops::Range<i32>, {closure}>"
+        );
+        assert_eq!(readable_type("{async fn body of make()}"), "{async fn body of make()}");
+    }
+}
