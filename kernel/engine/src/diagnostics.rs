@@ -706,6 +706,11 @@ pub(crate) fn refuse_unsupported_command(code: &str) -> Option<CellError> {
                  goes through the kernel's. tokio does not need it: set-up compiled it once for \
                  all kernels. A crate added with `:dep` is compiled once per kernel."
             }
+            (":sccache", Some(setting)) if setting != "0" => {
+                "sccache would take the place of the kernel's rustc wrapper, which has rustc \
+                 report the types of a cell's variables (they could no longer be kept), and it \
+                 cannot cache cells anyway (each is a new crate)."
+            }
             _ => return None,
         };
         Some((command.text.trim_end(), why))
@@ -720,7 +725,7 @@ mod tests {
 
     #[test]
     fn commands_that_would_break_the_kernel_are_refused() {
-        for command in [":quit", "  :toolchain nightly", ":allow_static_linking 0", ":allow_static_linking",
+        for command in [":quit", "  :toolchain nightly", ":allow_static_linking 0", ":allow_static_linking", ":sccache 1",
                         ":allow_static_linking true", ":allow_static_linking 1 ", ":cache 500", ":offline 0"] {
             let error = refuse_unsupported_command(&format!("// first\n{command}\nlet x = 1;")).unwrap();
             assert_eq!(error.name, "UnsupportedCommand");

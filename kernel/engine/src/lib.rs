@@ -934,7 +934,7 @@ Commands go on the first lines of a cell, before any code.
 :efmt {:?}          how the error of a `?` is shown
 :explain            rustc's explanation of the last compile error
 :version            the evcxr version the kernel is built on
-Refused here, with why: :quit, :toolchain, :cache, :allow_static_linking 0, :offline 0.";
+Refused here, with why: :quit, :toolchain, :cache, :sccache, :allow_static_linking 0, :offline 0.";
 
 /// What a cell of only `:restart` shows.
 const RESTARTED: &str = "The user-code process was restarted: variables and running tasks are gone; \

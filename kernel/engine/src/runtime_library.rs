@@ -3,10 +3,13 @@
 //! Cells depend on the runtime library as `tokio = { package = "rust-async-runtime", path }`.
 //! Building it (tokio included) takes 15-25 s, so `prepare` does it once at set-up: it runs a
 //! real engine whose cell directory is the *template*, which leaves cargo's finished artifacts
-//! there. A kernel copies the template's `target/` and `Cargo.lock` into its own private cell
-//! directory before its first cell, and cargo finds the runtime library already fresh. Each
-//! kernel has its own copy, so a class of kernels on one server never wait on a shared lock,
-//! and the template itself is only read.
+//! there. A kernel seeds its own private cell directory with the template's `target/` and
+//! `Cargo.lock` before its first cell, and cargo finds the runtime library already fresh: the
+//! compiled dependencies (`deps/`, nearly all of the template's size, which grows with every
+//! crate the runtime library links) as hard links, read-only, so that no kernel can change them
+//! for the others; the rest, which cargo rewrites in place (fingerprints, the cell crate's own
+//! files), as copies. Each kernel has its own directory, so a class of kernels on one server
+//! never wait on a shared lock, and the template itself is only read.
 
 use crate::host::FileLock;
 use crate::{Engine, EngineError, EventSink};
@@ -30,16 +33,22 @@ pub struct RuntimeLibrary {
 
 /// Environment variable overriding where the prepared runtime library is.
 pub const PREPARED_DIR_ENV: &str = "RUST_ASYNC_RUNTIME_DIR";
+/// Environment variable overriding which runtime library crate cells link (another build of
+/// it, such as `scripts/bench`'s prototype with more crates). Give it its own
+/// [`PREPARED_DIR_ENV`] too.
+pub const SOURCE_DIR_ENV: &str = "RUST_ASYNC_RUNTIME_SOURCE";
 
 impl RuntimeLibrary {
-    /// The runtime library of the checkout this kernel was built from.
+    /// The runtime library of the checkout this kernel was built from (unless the environment
+    /// names another).
     pub fn locate() -> RuntimeLibrary {
         let root = crate::source_root().join("../..");
         let root = root.canonicalize().unwrap_or(root);
         let prepared = std::env::var_os(PREPARED_DIR_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target/rust-async-runtime"));
-        RuntimeLibrary { source: root.join("kernel/runtime"), prepared, fingerprint: Default::default() }
+        let source = std::env::var_os(SOURCE_DIR_ENV).map_or_else(|| root.join("kernel/runtime"), PathBuf::from);
+        RuntimeLibrary { source, prepared, fingerprint: Default::default() }
     }
 
     /// The runtime library as the cells' dependency `tokio`.
@@ -78,6 +87,7 @@ impl RuntimeLibrary {
         inputs.push_str(CELL_RUSTFLAGS);
         inputs.push_str("rustc wrapped by the kernel binary (never_awaited, the cell's MIR)");
         inputs.push_str("dependencies checked too (cargo check of a failing let)");
+        inputs.push_str("compiled dependencies read-only, shared as hard links");
         let rustc = Command::new("rustc").arg("-vV").output().map(|out| out.stdout).unwrap_or_default();
         inputs.push_str(&String::from_utf8_lossy(&rustc));
         crate::host::fingerprint(&inputs)
@@ -122,6 +132,7 @@ impl RuntimeLibrary {
         if template.exists() {
             std::fs::remove_dir_all(&template)?;
         }
+        make_dependencies_read_only(&building.join("target"))?;
         std::fs::rename(&building, &template)?;
         std::fs::write(self.stamp_path(), self.fingerprint())?;
         Ok(())
@@ -164,16 +175,80 @@ pub(crate) fn write_cargo_profile(cell_dir: &Path) -> std::io::Result<()> {
 /// usually runs once, so its compile time is what the student waits for.
 pub(crate) const CELL_OPT_LEVEL: &str = "0";
 
-fn copy_template(template: &Path, cell_dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(cell_dir.join("target"))?;
-    let copied = Command::new("cp")
-        .arg("-a")
-        .arg(template.join("target/."))
-        .arg(cell_dir.join("target"))
-        .status()?;
-    if !copied.success() {
-        return Err(std::io::Error::other("cp failed"));
+/// Whether cargo leaves `file` (in the template's `target/`) as it is once built: a compiled
+/// dependency, never the cell crate's own output (`ctx`), which every cell rebuilds.
+fn is_immutable_artifact(file: &Path) -> bool {
+    let in_deps = file.parent().and_then(Path::file_name).is_some_and(|name| name == "deps");
+    let name = file.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    in_deps && !(name.starts_with("libctx") || name.starts_with("ctx-") || name.starts_with("ctx."))
+}
+
+/// The template's compiled dependencies become read-only: kernels share them as hard links,
+/// and a write to one would change it for every kernel.
+fn make_dependencies_read_only(target: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    walk_files(target, &mut |file| {
+        if is_immutable_artifact(file) {
+            let mut permissions = std::fs::metadata(file)?.permissions();
+            permissions.set_mode(permissions.mode() & !0o222);
+            std::fs::set_permissions(file, permissions)?;
+        }
+        Ok(())
+    })
+}
+
+fn walk_files(directory: &Path, visit: &mut dyn FnMut(&Path) -> std::io::Result<()>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(directory)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            walk_files(&entry.path(), visit)?;
+        } else {
+            visit(&entry.path())?;
+        }
     }
+    Ok(())
+}
+
+/// Seeds a cell directory from the template: compiled dependencies hard-linked, the rest
+/// copied with its modification times (cargo compares them to tell what is fresh).
+fn copy_template(template: &Path, cell_dir: &Path) -> std::io::Result<()> {
+    let source = template.join("target");
+    let target = cell_dir.join("target");
+    walk_files(&source, &mut |file| {
+        let relative = file.strip_prefix(&source).map_err(std::io::Error::other)?;
+        let destination = target.join(relative);
+        if let Some(parent) = destination.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if is_immutable_artifact(file) && std::fs::hard_link(file, &destination).is_ok() {
+            return Ok(());
+        }
+        std::fs::copy(file, &destination)?;
+        let modified = std::fs::metadata(file)?.modified()?;
+        std::fs::File::options().write(true).open(&destination)?.set_modified(modified)?;
+        Ok(())
+    })?;
     std::fs::copy(template.join("Cargo.lock"), cell_dir.join("Cargo.lock"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_compiled_dependencies_are_shared() {
+        for shared in ["t/debug/deps/libtokio-0a1b.rlib", "t/debug/deps/librust_async-9f.so", "t/debug/deps/tokio-0a1b.d"] {
+            assert!(is_immutable_artifact(Path::new(shared)), "{shared}");
+        }
+        for copied in [
+            "t/debug/deps/libctx-77.so",
+            "t/debug/deps/ctx-77.d",
+            "t/debug/.fingerprint/tokio-0a1b/lib-tokio",
+            "t/debug/incremental/ctx-1/s-abc/query-cache.bin",
+            "t/debug/librust_async.so",
+        ] {
+            assert!(!is_immutable_artifact(Path::new(copied)), "{copied}");
+        }
+    }
 }
