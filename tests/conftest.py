@@ -344,6 +344,31 @@ def get_reply(
             return msg
 
 
+def complete_when_ready(kc: BlockingKernelClient, code: str, timeout: float = 90) -> Msg:
+    """The reply to a completion at the end of `code`, asked again until it offers something,
+    as a student presses Tab again: the first Tab of a kernel starts rust-analyzer, and the
+    kernel answers with nothing while it analyses std and tokio (seconds; JupyterLab would drop
+    a late answer anyway)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = get_reply(kc, kc.complete(code, len(code)), timeout)
+        if reply["content"]["matches"] or time.monotonic() > deadline:
+            return reply
+        time.sleep(0.5)
+
+
+def inspect_when_ready(kc: BlockingKernelClient, code: str, timeout: float = 90) -> Msg:
+    """The reply to an inspection at the end of `code`, asked again while rust-analyzer is
+    starting (see `complete_when_ready`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = get_reply(kc, kc.inspect(code, len(code)), timeout)
+        starting = "rust-analyzer is starting" in str(reply["content"].get("data", {}))
+        if not starting or time.monotonic() > deadline:
+            return reply
+        time.sleep(0.5)
+
+
 def summary(msg: Msg) -> str:
     """A one-line description of a message, for assertion messages."""
     t = msg["msg_type"]

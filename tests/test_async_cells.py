@@ -18,6 +18,8 @@ from conftest import (
     AnalysisWatch,
     analysis_processes,
     collect,
+    complete_when_ready,
+    inspect_when_ready,
     flush,
     get_reply,
     of_type,
@@ -294,19 +296,26 @@ def test_cells_never_start_rust_analyzer_and_the_first_completion_does(tmp_path)
         assert watch.seen == set(), f"a cell started rust-analyzer: pids {watch.seen}"
         assert "starting rust-analyzer" not in log.read_text(), log.read_text()
 
+        # The first Tab starts rust-analyzer and is answered within a second or two (with
+        # nothing yet: a student presses Tab again); a cell sent at once does not wait for
+        # rust-analyzer's analysis of std and tokio; Shift+Tab meanwhile says it is starting.
         code = "got.checked_"
         started = time.monotonic()
-        completion = kc.complete(code, len(code))
-        execution = kc.execute("got + 1")
-        reply = get_reply(kc, completion, 60)
-        completed_in = time.monotonic() - started
-        assert "checked_add" in reply["content"]["matches"], reply["content"]
-        reply, msgs = collect(kc, execution, timeout=60)
+        reply = get_reply(kc, kc.complete(code, len(code)), 60)
+        assert time.monotonic() - started < 5, "the first Tab waited for rust-analyzer"
+        reply, msgs = run(kc, "got + 1")
         ok(reply, msgs)
         assert result_text(msgs) == "11"
         assert len(analysis_processes()) == 1, "rust-analyzer runs in a process of its own"
+        reply = get_reply(kc, kc.inspect("tokio::spawn", len("tokio::spawn")), 60)
+        data = str(reply["content"]["data"])
+        assert "rust-analyzer is starting" in data or "JoinHandle" in data, reply["content"]
+        # Then it answers, with the cells' own variables, within the 10 s the issue allows
+        # (30 s here: the machine may be busy).
+        reply = complete_when_ready(kc, code, timeout=30)
+        assert "checked_add" in reply["content"]["matches"], reply["content"]
+        assert time.monotonic() - started < 30
         assert "starting rust-analyzer" in log.read_text(), log.read_text()
-        assert completed_in < 30, f"the first completion took {completed_in:.1f} s"
     finally:
         stop_kernel(km, kc)
     assert analysis_processes() == [], "rust-analyzer's process ends with its kernel"
@@ -319,15 +328,14 @@ def test_rust_analyzer_stops_when_unused_and_starts_again(tmp_path):
     km, kc = start_kernel(env=env)
     try:
         ok(*run(kc, "let text = String::from(\"abc\");", timeout=FIRST_CELL_TIMEOUT))
-        reply = get_reply(kc, kc.inspect("tokio::spawn", len("tokio::spawn")), 60)
-        assert reply["content"]["found"], reply["content"]
+        reply = inspect_when_ready(kc, "tokio::spawn")
+        assert "JoinHandle" in str(reply["content"]["data"]), reply["content"]
         assert len(analysis_processes()) == 1
         deadline = time.monotonic() + 20
         while analysis_processes() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert analysis_processes() == [], "rust-analyzer was not stopped"
-        code = "text.to_upp"
-        reply = get_reply(kc, kc.complete(code, len(code)), 60)
+        reply = complete_when_ready(kc, "text.to_upp")
         assert "to_uppercase" in reply["content"]["matches"], reply["content"]
     finally:
         stop_kernel(km, kc)

@@ -11,7 +11,7 @@ from typing import Any
 import jupyter_kernel_test
 from jupyter_client.manager import start_new_kernel
 
-from conftest import KERNEL_NAME, STARTUP_TIMEOUT
+from conftest import KERNEL_NAME, STARTUP_TIMEOUT, complete_when_ready
 
 # The suite reads this module global (not a class attribute) for its kernel_info and inspect
 # timeouts, at call time. Its 15 s default is too short for a kernel that compiles Rust.
@@ -85,6 +85,9 @@ class RustAsyncKernelTests(jupyter_kernel_test.KernelTests):
     @classmethod
     def setUpClass(cls) -> None:
         cls.km, cls.kc = start_new_kernel(kernel_name=cls.kernel_name, startup_timeout=STARTUP_TIMEOUT)
+        # The suite asks for each completion once; the first Tab of a kernel starts
+        # rust-analyzer, answered with nothing until it is up (a student presses Tab again).
+        complete_when_ready(cls.kc, "std::collections::HashM")
 
     def get_non_kernel_info_reply(self, timeout: float | None = None) -> dict[str, Any] | None:
         # The suite waits for some replies (complete, is_complete) without a timeout.

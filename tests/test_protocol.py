@@ -14,6 +14,7 @@ from jupyter_client.session import Session
 
 from conftest import (
     collect,
+    complete_when_ready,
     get_reply,
     result_text,
     run,
@@ -264,8 +265,7 @@ def test_shutdown_ends_the_process():
 
 
 def test_completion_offers_no_kernel_internals(kc):
-    msg_id = kc.complete("let y = ", 8)
-    reply = get_reply(kc, msg_id, 120)
+    reply = complete_when_ready(kc, "let y = ")
     matches = reply["content"]["matches"]
     assert "Vec" in matches, matches[:40]
     assert not [m for m in matches if m.lower().startswith("evcxr")], matches
@@ -273,8 +273,7 @@ def test_completion_offers_no_kernel_internals(kc):
 
 def test_completion_offers_each_name_once(kc):
     run(kc, "let bytes = vec![1u8, 2];", timeout=180)
-    msg_id = kc.complete("bytes.le", 8)
-    matches = get_reply(kc, msg_id, 120)["content"]["matches"]
+    matches = complete_when_ready(kc, "bytes.le")["content"]["matches"]
     # `Vec::len` and the slice's `len` (through `Deref`) are one name to type.
     assert "len" in matches, matches
     assert len(matches) == len(set(matches)), matches

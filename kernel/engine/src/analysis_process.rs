@@ -14,12 +14,22 @@
 //! whose manifest and lock file follow the cell crate's: evcxr's own files are never written
 //! from here.
 //!
+//! The engine waits for an answer only so long ([`AnalysisControl::patience`]): a Tab in
+//! JupyterLab is dropped after a second anyway, and cells must not queue behind the seconds
+//! of the first analysis. A request not answered by then fails; the process goes on with it,
+//! its answer is dropped when it comes, and requests meanwhile fail at once, with the engine
+//! saying that rust-analyzer is starting ([`AnalysisControl::is_starting`]).
+//!
 //! The protocol is one JSON object a line each way on the process's stdin and stdout:
-//! [`Request`] in, [`Reply`] out.
+//! [`Request`] in, [`Reply`] out, in order.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The kernel binary's argument that makes it this process: `analysis DIR`.
 pub const ANALYSIS_COMMAND: &str = "analysis";
@@ -104,11 +114,40 @@ fn answer(analyzer: &mut evcxr::RustAnalyzer, request: Request) -> Reply {
     }
 }
 
+/// What the engine and the analysis process it started share.
+#[derive(Default)]
+pub(crate) struct AnalysisControl {
+    /// How long the engine waits for an answer, in milliseconds.
+    patience_ms: AtomicU64,
+    /// Whether the process is still busy with a request the engine gave up waiting for.
+    starting: AtomicBool,
+}
+
+impl AnalysisControl {
+    pub(crate) fn set_patience(&self, patience: Duration) {
+        self.patience_ms.store(patience.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    fn patience(&self) -> Duration {
+        Duration::from_millis(self.patience_ms.load(Ordering::SeqCst))
+    }
+
+    /// Whether rust-analyzer is still busy with the work the engine stopped waiting for (its
+    /// first analysis of std, tokio and the cells' crates, usually).
+    pub(crate) fn is_starting(&self) -> bool {
+        self.starting.load(Ordering::SeqCst)
+    }
+}
+
 /// The analysis process, seen from the engine.
 pub(crate) struct AnalysisProcess {
     child: Child,
     requests: ChildStdin,
-    replies: BufReader<ChildStdout>,
+    /// Its replies, read by a thread of their own, so that waiting can end.
+    replies: Receiver<Option<Reply>>,
+    /// Replies still to come to requests the engine stopped waiting for.
+    unanswered: usize,
+    control: Arc<AnalysisControl>,
     /// The cell crate, whose manifest and lock file the analysis crate follows.
     cell_dir: PathBuf,
     /// The analysis crate.
@@ -117,7 +156,7 @@ pub(crate) struct AnalysisProcess {
 
 impl AnalysisProcess {
     /// Starts one for the cell crate in `cell_dir`, working in `root`.
-    pub(crate) fn start(cell_dir: &Path, root: &Path) -> anyhow::Result<AnalysisProcess> {
+    pub(crate) fn start(cell_dir: &Path, root: &Path, control: Arc<AnalysisControl>) -> anyhow::Result<AnalysisProcess> {
         std::fs::create_dir_all(root.join("src"))?;
         follow_manifest(cell_dir, root)?;
         let mut child = Command::new(std::env::current_exe()?)
@@ -127,22 +166,53 @@ impl AnalysisProcess {
             .stdout(Stdio::piped())
             .spawn()?;
         let requests = child.stdin.take().ok_or_else(|| anyhow::anyhow!("no stdin"))?;
-        let replies = BufReader::new(child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?);
-        Ok(AnalysisProcess { child, requests, replies, cell_dir: cell_dir.to_owned(), root: root.to_owned() })
+        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let (sender, replies) = std::sync::mpsc::channel();
+        std::thread::Builder::new().name("analysis-replies".into()).spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                // `None`: a line that is not a reply; the end of the process ends the loop.
+                let Ok(line) = line else { break };
+                if sender.send(serde_json::from_str(&line).ok()).is_err() {
+                    break;
+                }
+            }
+        })?;
+        control.starting.store(false, Ordering::SeqCst);
+        Ok(AnalysisProcess {
+            child,
+            requests,
+            replies,
+            unanswered: 0,
+            control,
+            cell_dir: cell_dir.to_owned(),
+            root: root.to_owned(),
+        })
     }
 
     fn ask(&mut self, request: &Request) -> anyhow::Result<Reply> {
+        // Replies to requests given up on come first, in order.
+        while self.unanswered > 0 {
+            match self.replies.try_recv() {
+                Ok(_) => self.unanswered -= 1,
+                Err(std::sync::mpsc::TryRecvError::Empty) => anyhow::bail!("rust-analyzer is still starting"),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => anyhow::bail!("rust-analyzer's process ended"),
+            }
+        }
+        self.control.starting.store(false, Ordering::SeqCst);
         let mut line = serde_json::to_string(request)?;
         line.push('\n');
         self.requests.write_all(line.as_bytes())?;
         self.requests.flush()?;
-        let mut answer = String::new();
-        if self.replies.read_line(&mut answer)? == 0 {
-            anyhow::bail!("rust-analyzer's process ended");
-        }
-        match serde_json::from_str(&answer)? {
-            Reply::Failed { error } => anyhow::bail!(error),
-            reply => Ok(reply),
+        match self.replies.recv_timeout(self.control.patience()) {
+            Ok(Some(Reply::Failed { error })) => anyhow::bail!(error),
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) => anyhow::bail!("rust-analyzer's process answered out of turn"),
+            Err(RecvTimeoutError::Timeout) => {
+                self.unanswered += 1;
+                self.control.starting.store(true, Ordering::SeqCst);
+                anyhow::bail!("rust-analyzer is still starting")
+            }
+            Err(RecvTimeoutError::Disconnected) => anyhow::bail!("rust-analyzer's process ended"),
         }
     }
 }
@@ -184,6 +254,7 @@ impl Drop for AnalysisProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.control.starting.store(false, Ordering::SeqCst);
     }
 }
 

@@ -116,6 +116,9 @@ pub struct Completions {
     pub cursor_end: usize,
 }
 
+/// How long a cell's `:doc` waits for rust-analyzer (which may have to start first).
+const CELL_ANALYSIS_PATIENCE: Duration = Duration::from_secs(120);
+
 /// How many times a cell is rewritten to keep its variables (a future boxed, a type written),
 /// one variable at a time.
 const MAX_REWRITES: usize = 8;
@@ -133,6 +136,8 @@ pub struct Engine {
     runtime_library: runtime_library::RuntimeLibrary,
     /// Why the last cell did not keep a variable (`variable_types`), when that is why it failed.
     unkept: Arc<Mutex<Option<variable_types::Unkept>>>,
+    /// Shared with rust-analyzer's process: how long to wait for it, whether it is starting.
+    analysis: Arc<analysis_process::AnalysisControl>,
     /// When rust-analyzer last answered a completion or an inspection (see
     /// [`Engine::stop_idle_analysis`]).
     analysis_used: Option<Instant>,
@@ -236,8 +241,11 @@ impl Engine {
                 .map_err(|error| EngineError::Evcxr(error.to_string()))?;
         let analysis_root = work_dir.path().join(ANALYSIS_DIR);
         let analysis_cell_dir = cell_dir.clone();
+        let analysis = Arc::new(analysis_process::AnalysisControl::default());
+        let starter_analysis = Arc::clone(&analysis);
         eval_context.set_analysis_starter(Box::new(move |_| {
-            Ok(Box::new(analysis_process::AnalysisProcess::start(&analysis_cell_dir, &analysis_root)?))
+            let control = Arc::clone(&starter_analysis);
+            Ok(Box::new(analysis_process::AnalysisProcess::start(&analysis_cell_dir, &analysis_root, control)?))
         }));
         // Our user process sends its output through the socket; evcxr's own channels only carry
         // what escapes that (nothing, normally). Drain them so they never fill up.
@@ -284,6 +292,7 @@ impl Engine {
             killed_by_interrupt: Arc::new(AtomicBool::new(false)),
             runtime_library: library.clone(),
             unkept,
+            analysis,
             analysis_used: None,
             final_value_format: FinalValueFormat::default(),
             sink,
@@ -334,6 +343,8 @@ impl Engine {
         // Ended before this cell (the idle check had not come yet): said under this cell,
         // which then runs in a new process.
         self.replace_ended_process(None);
+        // `:doc` waits for rust-analyzer as long as it takes: the student asked in a cell.
+        self.analysis.set_patience(CELL_ANALYSIS_PATIENCE);
         if code.trim() == ":help" {
             // evcxr's list names commands that this kernel refuses or that only serve evcxr's
             // own debugging.
@@ -610,11 +621,13 @@ impl Engine {
     }
 
     /// Notes a use of rust-analyzer (which starts it, the first time: it then analyses the
-    /// standard library, tokio and the cells' other dependencies, seconds).
-    fn use_analysis(&mut self) {
+    /// standard library, tokio and the cells' other dependencies, seconds), and how long to
+    /// wait for its answer.
+    fn use_analysis(&mut self, patience: Duration) {
         if !self.context.rust_analyzer_is_running() {
             eprintln!("rust-async: starting rust-analyzer for completion and inspection (the first request analyses std and tokio)");
         }
+        self.analysis.set_patience(patience);
         self.analysis_used = Some(Instant::now());
     }
 
@@ -664,8 +677,9 @@ impl Engine {
     }
 
     /// Completions at `cursor` (a character offset), from rust-analyzer (`analysis_process`).
-    pub fn complete(&mut self, code: &str, cursor: usize) -> Completions {
-        self.use_analysis();
+    /// None while rust-analyzer is still starting: this answers within `patience`.
+    pub fn complete(&mut self, code: &str, cursor: usize, patience: Duration) -> Completions {
+        self.use_analysis(patience);
         let byte_cursor = char_to_byte(code, cursor);
         match self.context.completions(code, byte_cursor) {
             Ok(found) => {
@@ -696,8 +710,19 @@ impl Engine {
     }
 
     /// Documentation of what is at `cursor` (a character offset), as (plain text, markdown).
-    pub fn inspect(&mut self, code: &str, cursor: usize) -> Option<(String, String)> {
-        self.use_analysis();
+    /// While rust-analyzer is still starting (it answers within `patience`), says so instead.
+    pub fn inspect(&mut self, code: &str, cursor: usize, patience: Duration) -> Option<(String, String)> {
+        let documentation = self.documentation(code, cursor, patience);
+        if documentation.is_none() && self.analysis.is_starting() {
+            return Some((ANALYSIS_STARTING.to_owned(), ANALYSIS_STARTING.to_owned()));
+        }
+        documentation
+    }
+
+    /// Documentation of what is at `cursor`, waiting up to `patience` for rust-analyzer (for
+    /// `Type?` in a cell: the first one waits while rust-analyzer starts).
+    pub fn documentation(&mut self, code: &str, cursor: usize, patience: Duration) -> Option<(String, String)> {
+        self.use_analysis(patience);
         let byte_cursor = char_to_byte(code, cursor);
         let start = code[..byte_cursor]
             .char_indices()
@@ -917,6 +942,10 @@ fn remove_abandoned_work_dirs() {
         }
     }
 }
+
+/// What an inspection (Shift+Tab) shows while rust-analyzer is still starting.
+const ANALYSIS_STARTING: &str = "rust-analyzer is starting: the first Tab or Shift+Tab of a kernel has it \
+    analyse the standard library, tokio and the cells' crates, a few seconds. Try again in a moment.";
 
 /// What `:help` shows: the commands that work in this kernel.
 const COMMANDS_HELP: &str = "\

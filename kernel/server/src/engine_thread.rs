@@ -14,6 +14,8 @@ pub enum Job {
     Execute { code: String, input: InputReader, interrupts_at_send: u64 },
     Complete { code: String, cursor: usize, reply: oneshot::Sender<Completions> },
     Inspect { code: String, cursor: usize, reply: oneshot::Sender<Option<(String, String)>> },
+    /// Documentation for `Type?` in a cell: waits for rust-analyzer to start if it must.
+    Documentation { code: String, reply: oneshot::Sender<Option<(String, String)>> },
     /// Stop the user-code process and remove the engine's files, then acknowledge.
     Shutdown { done: oneshot::Sender<()> },
     /// Acknowledge once the engine is up (a spare kernel is ready then).
@@ -65,6 +67,15 @@ fn analysis_idle() -> Duration {
         .and_then(|seconds| seconds.parse().ok())
         .map_or(Duration::from_secs(300), Duration::from_secs)
 }
+
+/// How long a Tab or Shift+Tab waits for rust-analyzer: JupyterLab drops a completion that
+/// takes over a second (its `providerTimeout`), and cells sent meanwhile must not wait for the
+/// seconds of its first analysis. Until then, those requests get nothing (an inspection says
+/// rust-analyzer is starting).
+const INTERACTIVE_PATIENCE: Duration = Duration::from_millis(900);
+
+/// How long `Type?` in a cell waits for rust-analyzer (which may have to start first).
+const DOCUMENTATION_PATIENCE: Duration = Duration::from_secs(120);
 
 /// How often an idle engine checks that the user process is still there (a task may end it:
 /// `std::process::exit`, a crash), to start a new one and say so when it happens.
@@ -127,10 +138,14 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
                     }
                     Job::Complete { code, cursor, reply } => {
                         let none = Completions { matches: vec![], cursor_start: cursor, cursor_end: cursor };
-                        let _ = reply.send(guarded(|| engine.complete(&code, cursor)).unwrap_or(none));
+                        let _ = reply.send(guarded(|| engine.complete(&code, cursor, INTERACTIVE_PATIENCE)).unwrap_or(none));
                     }
                     Job::Inspect { code, cursor, reply } => {
-                        let _ = reply.send(guarded(|| engine.inspect(&code, cursor)).ok().flatten());
+                        let _ = reply.send(guarded(|| engine.inspect(&code, cursor, INTERACTIVE_PATIENCE)).ok().flatten());
+                    }
+                    Job::Documentation { code, reply } => {
+                        let cursor = code.chars().count();
+                        let _ = reply.send(guarded(|| engine.documentation(&code, cursor, DOCUMENTATION_PATIENCE)).ok().flatten());
                     }
                     Job::Shutdown { done } => {
                         drop(engine);
@@ -174,7 +189,7 @@ fn serve_without_engine(jobs: mpsc::Receiver<Job>, events: &UnboundedSender<From
             Job::Complete { cursor, reply, .. } => {
                 let _ = reply.send(Completions { matches: vec![], cursor_start: cursor, cursor_end: cursor });
             }
-            Job::Inspect { reply, .. } => {
+            Job::Inspect { reply, .. } | Job::Documentation { reply, .. } => {
                 let _ = reply.send(None);
             }
             Job::WhenUp { .. } | Job::Adopt { .. } => {}

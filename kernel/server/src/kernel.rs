@@ -505,7 +505,7 @@ impl ShellLoop {
         if let Some(name) = help_request(&execute.code) {
             // `tokio::spawn?` pages the documentation, as `?` does in IPython.
             let (answer, documentation) = oneshot::channel();
-            self.engine.send(Job::Inspect { code: name.to_owned(), cursor: name.chars().count(), reply: answer });
+            self.engine.send(Job::Documentation { code: name.to_owned(), reply: answer });
             let page = match documentation.await.ok().flatten() {
                 Some((text, markdown)) => json!({ "text/plain": text, "text/markdown": markdown }),
                 None => json!({ "text/plain": format!("No documentation found for `{name}`.") }),
