@@ -685,3 +685,40 @@ def test_a_future_borrowing_the_cell_is_explained(kc):
     reply, msgs = run(kc, "owning.await")
     ok(reply, msgs)
     assert result_text(msgs) == "6"
+
+
+def test_statics_keep_their_values_across_cells_and_functions(kc):
+    """kernel/engine/src/statics.rs: each cell is a library of its own, with earlier items
+    written into it again; a static still has one value, as a module global does in Python."""
+    ok(*run(kc, "use std::sync::atomic::{AtomicU32, Ordering};\n"
+                "static HITS: AtomicU32 = AtomicU32::new(0);\n"
+                "static mut TOTAL: u64 = 0;\n"
+                "async fn do_something() -> u32 { HITS.fetch_add(1, Ordering::SeqCst) + 1 }"))
+    # The notes' example: a future made in one cell bumps the one counter when awaited later.
+    ok(*run(kc, "HITS.fetch_add(10, Ordering::SeqCst);\nunsafe { TOTAL += 5; }\nlet later = do_something();"))
+    reply, msgs = run(kc, "unsafe { TOTAL += 1; }\nHITS.load(Ordering::SeqCst)")
+    ok(reply, msgs)
+    assert result_text(msgs) == "10"
+    reply, msgs = run(kc, "(later.await, HITS.load(Ordering::SeqCst), unsafe { TOTAL })")
+    ok(reply, msgs)
+    assert result_text(msgs) == "(11, 11, 6)"
+    # A static inside a function, a Mutex and a OnceLock.
+    ok(*run(kc, "fn bump() -> u32 { static CALLS: AtomicU32 = AtomicU32::new(0); CALLS.fetch_add(1, Ordering::SeqCst) + 1 }\n"
+                "static NAMES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());\n"
+                "static CONFIG: std::sync::OnceLock<String> = std::sync::OnceLock::new();\n"
+                "NAMES.lock().unwrap().push(\"a\".into());\nCONFIG.set(\"first\".into()).unwrap();\nbump()"))
+    reply, msgs = run(kc, "NAMES.lock().unwrap().push(\"b\".into());\n"
+                          "(bump(), NAMES.lock().unwrap().clone(), CONFIG.get().cloned())")
+    ok(reply, msgs)
+    assert result_text(msgs) == '(2, ["a", "b"], Some("first"))'
+
+
+def test_a_static_defined_again_starts_anew_and_says_so(kc):
+    ok(*run(kc, "static COUNT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);\n"
+                "fn count() -> u8 { COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 }\ncount()"))
+    reply, msgs = run(kc, "count()")
+    assert result_text(msgs) == "2"
+    reply, msgs = run(kc, "static COUNT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(100);\ncount()")
+    ok(reply, msgs)
+    assert result_text(msgs) == "101", "the function from before uses the new static"
+    assert "`COUNT` starts anew" in stream_text(msgs, "stderr"), [summary(m) for m in msgs]

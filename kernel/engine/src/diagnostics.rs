@@ -617,6 +617,19 @@ pub(crate) fn evaluation_error(message: &str) -> CellError {
     CellError { name: "EvaluationError".into(), message: message.to_owned(), traceback }
 }
 
+/// The note under a cell that defines statics defined before: each starts anew.
+pub(crate) fn statics_defined_again(names: &[String]) -> String {
+    let names: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
+    let (subject, verb) = if names.len() == 1 { ("static", "starts") } else { ("statics", "start") };
+    format!(
+        "note: the {subject} {} {} anew, from {} value as this cell defines it: the earlier value is gone \
+         (cells and functions from before now use this one).\n",
+        names.join(", "),
+        verb,
+        if names.len() == 1 { "its" } else { "their" },
+    )
+}
+
 /// The kernel provides tokio itself: a second copy would split the runtime in two.
 pub(crate) fn refuse_tokio_dependency(code: &str) -> Option<CellError> {
     let command = crate::commands::leading_commands(code).into_iter().find(|command| {

@@ -90,13 +90,13 @@ fn starts_closure(previous: Option<&str>) -> bool {
     }
 }
 
-fn is_word_char(character: char) -> bool {
+pub(crate) fn is_word_char(character: char) -> bool {
     character.is_alphanumeric() || character == '_'
 }
 
 /// Words (identifiers and keywords), `||`, `->` and single punctuation characters, with byte
 /// offsets; strings, characters and comments are left out.
-fn tokens(code: &str) -> Vec<(usize, &str)> {
+pub(crate) fn tokens(code: &str) -> Vec<(usize, &str)> {
     let mut characters = Vec::new();
     walk_code(code, |offset, character| {
         characters.push((offset, character));

@@ -22,6 +22,7 @@ pub mod never_awaited;
 mod output;
 pub mod runtime_library;
 pub mod rustc_wrapper;
+mod statics;
 pub mod user_process;
 pub mod variable_types;
 
@@ -134,6 +135,8 @@ pub struct Engine {
     killed_by_interrupt: Arc<AtomicBool>,
     /// The runtime library, the cells' dependency `tokio` (again after a `:clear`).
     runtime_library: runtime_library::RuntimeLibrary,
+    /// The symbol names given to the cells' statics, so that they last across cells.
+    statics: statics::Statics,
     /// Why the last cell did not keep a variable (`variable_types`), when that is why it failed.
     unkept: Arc<Mutex<Option<variable_types::Unkept>>>,
     /// Shared with rust-analyzer's process: how long to wait for it, whether it is starting.
@@ -292,6 +295,7 @@ impl Engine {
             killed_by_interrupt: Arc::new(AtomicBool::new(false)),
             runtime_library: library.clone(),
             unkept,
+            statics: statics::Statics::default(),
             analysis,
             analysis_used: None,
             final_value_format: FinalValueFormat::default(),
@@ -455,7 +459,6 @@ impl Engine {
         let pid = self.process.lock().ok().map(|child| child.id() as i32);
         self.killed_by_interrupt.store(false, Ordering::SeqCst);
         self.output.begin_cell(input, pid);
-        self.output.note_cell_code(code);
         if self.output.interrupts() > interrupts_at_send {
             let _ = self.output.finish_cell(Duration::ZERO, false);
             return Ok(CellOutcome::Failure(diagnostics::interrupted_before_start()));
@@ -463,9 +466,12 @@ impl Engine {
         let notes = self.work_dir.path().join(NEVER_AWAITED_FILE);
         never_awaited::take_notes(&notes);
         self.take_unkept();
-        let mut result = self.context.execute(code);
         let written = code;
-        let mut code = std::borrow::Cow::Borrowed(code);
+        // Each static gets a symbol of its own, so that later cells share it (`statics`).
+        let (named, defined_again) = self.statics.name_symbols(code);
+        self.output.note_cell_code(&named);
+        let mut result = self.context.execute(&named);
+        let mut code = std::borrow::Cow::Owned(named);
         // A variable of a type no later cell can write (`variable_types`) and that can be kept
         // all the same: a future, boxed into `tokio::Pending`; a never type or a function,
         // written on its `let` in a form that can be written. Then the (unrun) cell runs again.
@@ -519,6 +525,10 @@ impl Engine {
             eprintln!("rust-async timing: cell phases: {}", phases.join(", "));
         }
         let source = self.context.last_source().unwrap_or_default();
+        if result.is_ok() && !defined_again.is_empty() {
+            let text = diagnostics::statics_defined_again(&defined_again);
+            (self.sink)(EngineEvent::Output { cell: None, output: Output::Stream { name: StreamName::Stderr, text } });
+        }
         if result.is_ok() {
             if let Some(warning) = diagnostics::never_awaited(&code, &source, &never_awaited::take_notes(&notes)) {
                 (self.sink)(EngineEvent::Output {
@@ -601,6 +611,7 @@ impl Engine {
             diagnostics::one_line_error("KernelError", message)
         };
         self.context.execute(":clear").map_err(|error| failed(error.to_string()))?;
+        self.statics.forget_names();
         self.output.begin_cell(silent_input(), None);
         let tokio = self.runtime_library.dependency_spec();
         let setup = format!(":dep tokio = {tokio}\n{PRELUDE}");

@@ -205,7 +205,8 @@ fn copy_evcxr_commands(from: std::fs::File, to: Arc<Mutex<std::fs::File>>) {
                 return;
             }
             Ok(_) => {
-                if line.starts_with("LOAD_AND_RUN ") {
+                if let Some(command) = line.strip_prefix("LOAD_AND_RUN ") {
+                    load_for_all_cells(command.split(' ').next().unwrap_or_default());
                     CELL_RUNNING.store(true, Ordering::SeqCst);
                 }
                 if let Ok(mut to) = to.lock() {
@@ -214,6 +215,17 @@ fn copy_evcxr_commands(from: std::fs::File, to: Arc<Mutex<std::fs::File>>) {
             }
         }
     }
+}
+
+/// Loads a cell's library before evcxr does, with its symbols visible to every library loaded
+/// later (`RTLD_GLOBAL`): a later cell's copy of a `static` then binds to this one (see the
+/// engine's `statics`). evcxr's own load (`RTLD_LOCAL`) finds the library loaded already and
+/// keeps it global. A failure is left to evcxr's load, which reports it.
+fn load_for_all_cells(library: &str) {
+    let Ok(path) = std::ffi::CString::new(library) else { return };
+    // SAFETY: loading the cell's library, as evcxr is about to; the handle is never closed
+    // (evcxr never unloads a cell's library either).
+    unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
 }
 
 /// Watches for user code blocked reading stdin and answers it through the kernel, which
