@@ -138,9 +138,18 @@ def fresh_kernel() -> Any:
     stop_kernel(km, kc)
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def analysis_processes() -> list[int]:
-    """The pids of rust-analyzer processes that kernels started for completion and inspection
-    (`rust-async-kernel analysis DIR`, kernel/engine/src/analysis_process.rs)."""
+    """The pids of rust-analyzer processes that kernels started by this test process started
+    for completion and inspection (`rust-async-kernel analysis DIR`,
+    kernel/engine/src/analysis_process.rs). Kernels of other programs on the machine do not
+    count."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -150,7 +159,9 @@ def analysis_processes() -> list[int]:
         except OSError:
             continue
         if len(argv) > 1 and argv[0].endswith(b"rust-async-kernel") and argv[1] == b"analysis":
-            found.append(int(entry.name))
+            kernel = _parent(int(entry.name))
+            if kernel is not None and _parent(kernel) == os.getpid():
+                found.append(int(entry.name))
     return found
 
 

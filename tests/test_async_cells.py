@@ -644,21 +644,43 @@ def test_opt_sets_how_much_cells_are_optimised(kc):
     assert optimised < unoptimised / 2, (unoptimised, optimised)
 
 
-def test_cells_share_one_copy_of_tokio(kc):
-    """The single copy, shown on the binaries: a cell's shared object defines no tokio code
-    and no thread-locals of its own; it links the runtime library's shared object."""
+def test_cells_share_one_copy_of_tokio_also_through_the_course_crates(kc):
+    """The single copy, shown on the binaries: a cell's shared object, even one that uses
+    reqwest (hyper), axum and serde_json, defines none of their code nor tokio's, and no
+    thread-locals of its own; it links the runtime library's shared object, which has them
+    all, with one tokio under reqwest, hyper and axum."""
     ok(*run(kc, "let handle_from_cell = tokio::runtime::Handle::current();\n"
+                "let http_client = reqwest::Client::new();\n"
+                "let router: axum::Router = axum::Router::new();\n"
+                "let parsed: serde_json::Value = serde_json::from_str(\"[1, 2]\").unwrap();\n"
                 "tokio::spawn(async { 1 }).await.unwrap()"))
     cell = last_cell_object(kc)
     sections = subprocess.run(["readelf", "-SW", str(cell)], capture_output=True, text=True,
                               check=True).stdout
     assert ".tdata" not in sections and ".tbss" not in sections, "the cell has thread-locals"
-    defined = subprocess.run(["nm", "-D", "--defined-only", "-C", str(cell)],
-                             capture_output=True, text=True, check=True).stdout
-    assert not re.search(r"\btokio::runtime::", defined), "the cell defines tokio's runtime"
+    # Generic code the cell uses is instantiated in it; state (statics, thread-locals) and the
+    # exported API must come from the one copy in the runtime library.
+    exported = subprocess.run(["nm", "-D", "--defined-only", "-C", str(cell)],
+                              capture_output=True, text=True, check=True).stdout
+    data = "\n".join(line for line in subprocess.run(["nm", "--defined-only", "-C", str(cell)], capture_output=True,
+                                                      text=True, check=True).stdout.splitlines()
+                     if line.split()[1:2] and line.split()[1] in "bBdD")
+    for library in ("tokio", "hyper", "reqwest", "axum", "serde_json"):
+        assert not re.search(rf"\b{library}::\w", exported), f"the cell exports code of {library}"
+        assert not re.search(rf"\b{library}::\w", data), f"the cell has statics of {library}"
     needed = subprocess.run(["readelf", "-dW", str(cell)], capture_output=True, text=True,
                             check=True).stdout
     assert "librust_async" in needed, needed
+    runtime = re.search(r"Library runpath: \[([^\]]*)\]|Library rpath: \[([^\]]*)\]", needed)
+    library = next(
+        Path(directory.replace("$ORIGIN", str(cell.parent))) / "librust_async.so"
+        for directory in (runtime.group(1) or runtime.group(2)).split(":")
+        if (Path(directory.replace("$ORIGIN", str(cell.parent))) / "librust_async.so").exists()
+    )
+    provided = subprocess.run(["nm", "-D", "--defined-only", "-C", str(library)],
+                              capture_output=True, text=True, check=True).stdout
+    for library_name in ("tokio::runtime::", "hyper::", "reqwest::"):
+        assert library_name in provided, f"the runtime library does not provide {library_name}"
     flush(kc)
 
 
@@ -722,3 +744,48 @@ def test_a_static_defined_again_starts_anew_and_says_so(kc):
     ok(reply, msgs)
     assert result_text(msgs) == "101", "the function from before uses the new static"
     assert "`COUNT` starts anew" in stream_text(msgs, "stderr"), [summary(m) for m in msgs]
+
+
+COURSE_CRATES_CELL = """use serde::{Deserialize, Serialize};
+use futures::StreamExt;
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct ChatMessage { role: String, content: String }
+
+let message = ChatMessage { role: "user".into(), content: "hello".into() };
+let as_json: serde_json::Value = serde_json::to_value(&message).unwrap();
+let client = reqwest::Client::new();
+let doubled: Vec<u32> = futures::stream::iter(1..=4).map(|i| async move { i * 2 }).buffer_unordered(2).collect().await;
+let mut doubled = doubled;
+doubled.sort();
+(as_json["role"].clone(), doubled)"""
+
+
+def test_course_crates_work_from_the_first_cell_and_their_values_are_kept(fresh_kernel):
+    """kernel/runtime/Cargo.toml lists the course crates: every cell can `use` them with no
+    `:dep`, and a derived struct, a `serde_json::Value` and a `reqwest::Client` made in one cell
+    are kept for the next ones. A server made with axum answers the kept client."""
+    _, kc = fresh_kernel
+    reply, msgs = run(kc, COURSE_CRATES_CELL, timeout=FIRST_CELL_TIMEOUT)
+    ok(reply, msgs)
+    assert result_text(msgs) == '(String("user"), [2, 4, 6, 8])'
+    ok(*run(kc, "use axum::{routing::post, Json, Router};\n"
+                "async fn echo(Json(message): Json<ChatMessage>) -> Json<ChatMessage> {\n"
+                "    Json(ChatMessage { role: \"assistant\".into(), content: message.content.to_uppercase() })\n"
+                "}\n"
+                "let listener = tokio::net::TcpListener::bind(\"127.0.0.1:0\").await.unwrap();\n"
+                "let address = listener.local_addr().unwrap();\n"
+                "tokio::spawn(async move { axum::serve(listener, Router::new().route(\"/echo\", post(echo))).await.unwrap() });"))
+    reply, msgs = run(kc, "let answer: ChatMessage = client.post(format!(\"http://{address}/echo\"))\n"
+                          "    .json(&message).send().await.unwrap().json().await.unwrap();\n"
+                          "(answer, as_json[\"content\"].as_str().unwrap().len())")
+    ok(reply, msgs)
+    assert result_text(msgs) == '(ChatMessage { role: "assistant", content: "HELLO" }, 5)'
+
+
+def test_a_dep_of_a_course_crate_is_refused_like_tokio(kc):
+    reply, msgs = run(kc, ':dep serde_json = "1"\nlet x = 1;')
+    assert reply["content"]["ename"] == "DependencyError", [summary(m) for m in msgs]
+    assert "course crates" in reply["content"]["evalue"]
+    reply, msgs = run(kc, ':dep tokio = { version = "1" }')
+    assert reply["content"]["ename"] == "DependencyError"

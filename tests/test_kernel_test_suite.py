@@ -85,9 +85,11 @@ class RustAsyncKernelTests(jupyter_kernel_test.KernelTests):
     @classmethod
     def setUpClass(cls) -> None:
         cls.km, cls.kc = start_new_kernel(kernel_name=cls.kernel_name, startup_timeout=STARTUP_TIMEOUT)
-        # The suite asks for each completion once; the first Tab of a kernel starts
-        # rust-analyzer, answered with nothing until it is up (a student presses Tab again).
-        complete_when_ready(cls.kc, "std::collections::HashM")
+        # The suite asks for each completion once. The first Tab of a kernel starts
+        # rust-analyzer, and a Tab answered after 0.9 s (JupyterLab drops later answers) gets
+        # nothing while it works: a student presses Tab again.
+        for sample in cls.completion_samples:
+            complete_when_ready(cls.kc, sample["text"])
 
     def get_non_kernel_info_reply(self, timeout: float | None = None) -> dict[str, Any] | None:
         # The suite waits for some replies (complete, is_complete) without a timeout.

@@ -12,7 +12,9 @@
 //! variables) and maps offsets: this process only answers for that source
 //! ([`evcxr::Analysis`]). It works on a crate of its own, `analysis/` beside the cell crate,
 //! whose manifest and lock file follow the cell crate's: evcxr's own files are never written
-//! from here.
+//! from here. A cell crate that gets the runtime library and the course crates from the
+//! template, not from cargo (`runtime_library::Linking::Prepared`), does not list them; the
+//! analysis crate does, with the template's lock file ([`AnalysisCrate`]).
 //!
 //! The engine waits for an answer only so long ([`AnalysisControl::patience`]): a Tab in
 //! JupyterLab is dropped after a second anyway, and cells must not queue behind the seconds
@@ -139,6 +141,43 @@ impl AnalysisControl {
     }
 }
 
+/// What the analysis crate depends on besides what the cell crate lists.
+pub(crate) struct AnalysisCrate {
+    /// The cell crate.
+    pub cell_dir: PathBuf,
+    /// `name = spec` lines for the runtime library (as `tokio`) and the course crates.
+    pub dependencies: String,
+    /// The template's lock file, which resolves those.
+    pub lock_file: PathBuf,
+}
+
+impl AnalysisCrate {
+    /// Writes the analysis crate's manifest and lock file in `root`, where they differ.
+    fn write(&self, root: &Path) -> std::io::Result<()> {
+        let Ok(mut manifest) = std::fs::read_to_string(self.cell_dir.join("Cargo.toml")) else { return Ok(()) };
+        let mut lock_file = self.cell_dir.join("Cargo.lock");
+        // evcxr writes `[dependencies]` last: the lines go under it. A cell crate that has
+        // the runtime library as a cargo dependency has the course crates too.
+        if !manifest.contains("rust-async-runtime") {
+            manifest.push('\n');
+            manifest.push_str(&self.dependencies);
+            lock_file = self.lock_file.clone();
+        }
+        write_if_changed(&root.join("Cargo.toml"), manifest.as_bytes())?;
+        if let Ok(lock) = std::fs::read(lock_file) {
+            write_if_changed(&root.join("Cargo.lock"), &lock)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_if_changed(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    if std::fs::read(path).ok().as_deref() != Some(contents) {
+        std::fs::write(path, contents)?;
+    }
+    Ok(())
+}
+
 /// The analysis process, seen from the engine.
 pub(crate) struct AnalysisProcess {
     child: Child,
@@ -148,17 +187,17 @@ pub(crate) struct AnalysisProcess {
     /// Replies still to come to requests the engine stopped waiting for.
     unanswered: usize,
     control: Arc<AnalysisControl>,
-    /// The cell crate, whose manifest and lock file the analysis crate follows.
-    cell_dir: PathBuf,
+    /// What the analysis crate follows.
+    analysis_crate: Arc<AnalysisCrate>,
     /// The analysis crate.
     root: PathBuf,
 }
 
 impl AnalysisProcess {
-    /// Starts one for the cell crate in `cell_dir`, working in `root`.
-    pub(crate) fn start(cell_dir: &Path, root: &Path, control: Arc<AnalysisControl>) -> anyhow::Result<AnalysisProcess> {
+    /// Starts one for the cell crate, working in `root`.
+    pub(crate) fn start(analysis_crate: Arc<AnalysisCrate>, root: &Path, control: Arc<AnalysisControl>) -> anyhow::Result<AnalysisProcess> {
         std::fs::create_dir_all(root.join("src"))?;
-        follow_manifest(cell_dir, root)?;
+        analysis_crate.write(root)?;
         let mut child = Command::new(std::env::current_exe()?)
             .arg(ANALYSIS_COMMAND)
             .arg(root)
@@ -184,7 +223,7 @@ impl AnalysisProcess {
             replies,
             unanswered: 0,
             control,
-            cell_dir: cell_dir.to_owned(),
+            analysis_crate,
             root: root.to_owned(),
         })
     }
@@ -220,7 +259,7 @@ impl AnalysisProcess {
 impl evcxr::Analysis for AnalysisProcess {
     fn set_source(&mut self, source: String) -> anyhow::Result<()> {
         // A `:dep` changes the cell crate's manifest: rust-analyzer then loads the new crate.
-        follow_manifest(&self.cell_dir, &self.root)?;
+        self.analysis_crate.write(&self.root)?;
         self.ask(&Request::SetSource { source }).map(|_| ())
     }
 
@@ -261,17 +300,6 @@ impl Drop for AnalysisProcess {
 /// The kinds evcxr gives completions (a `&'static str` there).
 fn completion_kind(kind: &str) -> &'static str {
     ["function", "class", "module", "keyword", "magic"].into_iter().find(|known| *known == kind).unwrap_or("instance")
-}
-
-/// Copies the cell crate's manifest and lock file into the analysis crate, where they differ.
-fn follow_manifest(cell_dir: &Path, root: &Path) -> std::io::Result<()> {
-    for file in ["Cargo.toml", "Cargo.lock"] {
-        let Ok(wanted) = std::fs::read(cell_dir.join(file)) else { continue };
-        if std::fs::read(root.join(file)).ok().as_ref() != Some(&wanted) {
-            std::fs::write(root.join(file), wanted)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -630,19 +630,28 @@ pub(crate) fn statics_defined_again(names: &[String]) -> String {
     )
 }
 
-/// The kernel provides tokio itself: a second copy would split the runtime in two.
-pub(crate) fn refuse_tokio_dependency(code: &str) -> Option<CellError> {
-    let command = crate::commands::leading_commands(code).into_iter().find(|command| {
-        command.name == ":dep"
-            && command.args.is_some_and(|args| {
-                args == "tokio" || args.starts_with("tokio ") || args.starts_with("tokio=")
-            })
+/// The kernel provides tokio and the course crates itself: a second copy of tokio would split
+/// the runtime in two, and another spec of a course crate would rebuild the runtime library.
+pub(crate) fn refuse_kernel_crate_dependency<'a>(code: &str, course_crates: impl Iterator<Item = &'a str>) -> Option<CellError> {
+    let course_crates: Vec<String> = course_crates.map(|name| name.replace('-', "_")).collect();
+    let (command, name) = crate::commands::leading_commands(code).into_iter().find_map(|command| {
+        let args = command.args.filter(|_| command.name == ":dep")?;
+        let name = args.split(|c: char| c == '=' || c.is_whitespace()).next()?.replace('-', "_");
+        (name == "tokio" || course_crates.contains(&name)).then_some((command, name))
     })?;
-    let message = format!(
-        "`{}`: tokio is built into this kernel (with all features), shared by every cell. \
-         Remove the `:dep` line and use `tokio::...` directly.",
-        command.text.trim_end()
-    );
+    let message = if name == "tokio" {
+        format!(
+            "`{}`: tokio is built into this kernel (with all features), shared by every cell. \
+             Remove the `:dep` line and use `tokio::...` directly.",
+            command.text.trim_end()
+        )
+    } else {
+        format!(
+            "`{}`: {name} is one of the course crates, ready in every cell (compiled with the \
+             kernel, on its one tokio). Remove the `:dep` line and write `use {name}::...;` directly.",
+            command.text.trim_end()
+        )
+    };
     Some(one_line_error("DependencyError", message))
 }
 
@@ -787,11 +796,16 @@ mod tests {
     }
 
     #[test]
-    fn tokio_dependency_is_refused_with_an_explanation() {
-        let error = refuse_tokio_dependency(":dep tokio = \"1\"\nlet x = 1;").unwrap();
+    fn tokio_and_course_crates_are_refused_with_an_explanation() {
+        let course = || ["serde", "tokio-stream"].into_iter();
+        let error = refuse_kernel_crate_dependency(":dep tokio = \"1\"\nlet x = 1;", course()).unwrap();
         assert_eq!(error.name, "DependencyError");
-        assert!(error.message.contains("built into this kernel"));
-        assert!(refuse_tokio_dependency(":dep tokio-util = \"0.7\"").is_none());
+        assert!(error.message.contains("built into this kernel"), "{}", error.message);
+        let error = refuse_kernel_crate_dependency(":dep serde = { version = \"1\" }", course()).unwrap();
+        assert!(error.message.contains("serde is one of the course crates"), "{}", error.message);
+        assert!(refuse_kernel_crate_dependency(":dep tokio_stream=\"0.1\"", course()).is_some());
+        assert!(refuse_kernel_crate_dependency(":dep tokio-util = \"0.7\"", course()).is_none());
+        assert!(refuse_kernel_crate_dependency(":dep serde_yaml = \"0.9\"", course()).is_none());
     }
 
     #[test]

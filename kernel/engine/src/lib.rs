@@ -135,6 +135,12 @@ pub struct Engine {
     killed_by_interrupt: Arc<AtomicBool>,
     /// The runtime library, the cells' dependency `tokio` (again after a `:clear`).
     runtime_library: runtime_library::RuntimeLibrary,
+    /// The course crates every cell has (name, spec), as the runtime library lists them.
+    course_crates: Vec<(String, String)>,
+    /// How the cells get the runtime library and the course crates.
+    linking: runtime_library::Linking,
+    /// evcxr's cell crate.
+    cell_dir: PathBuf,
     /// The symbol names given to the cells' statics, so that they last across cells.
     statics: statics::Statics,
     /// Why the last cell did not keep a variable (`variable_types`), when that is why it failed.
@@ -243,12 +249,16 @@ impl Engine {
             evcxr::EvalContext::with_subprocess_command_and_variable_types(user_process, Some(variable_types))
                 .map_err(|error| EngineError::Evcxr(error.to_string()))?;
         let analysis_root = work_dir.path().join(ANALYSIS_DIR);
-        let analysis_cell_dir = cell_dir.clone();
+        let analysis_crate = Arc::new(analysis_process::AnalysisCrate {
+            cell_dir: cell_dir.clone(),
+            dependencies: library.dependency_lines()?,
+            lock_file: library.template_lock_file(),
+        });
         let analysis = Arc::new(analysis_process::AnalysisControl::default());
         let starter_analysis = Arc::clone(&analysis);
         eval_context.set_analysis_starter(Box::new(move |_| {
             let control = Arc::clone(&starter_analysis);
-            Ok(Box::new(analysis_process::AnalysisProcess::start(&analysis_cell_dir, &analysis_root, control)?))
+            Ok(Box::new(analysis_process::AnalysisProcess::start(Arc::clone(&analysis_crate), &analysis_root, control)?))
         }));
         // Our user process sends its output through the socket; evcxr's own channels only carry
         // what escapes that (nothing, normally). Drain them so they never fill up.
@@ -257,7 +267,12 @@ impl Engine {
         }
         timing.note("evcxr context (first compile)");
         let process = eval_context.process_handle();
-        library.seed_cell_dir(&cell_dir, template.is_some())?;
+        // The template is built with cargo dependencies (`Linking::Cargo`): that is how they
+        // are built, and how the list of `--extern`s for the others is made.
+        let linking = if template.is_some() { runtime_library::Linking::Cargo } else { library.linking() };
+        if linking == runtime_library::Linking::Cargo {
+            library.seed_cell_dir(&cell_dir, template.is_some())?;
+        }
         let mut state = eval_context.state();
         state.set_offline_mode(true);
         state
@@ -273,9 +288,11 @@ impl Engine {
             &work_dir.path().join(NEVER_AWAITED_FILE).to_string_lossy(),
         );
         state.set_build_env(variable_types::CELL_MIR_ENV, &mir_file.to_string_lossy());
-        state
-            .add_dep("tokio", &library.dependency_spec())
-            .map_err(|error| EngineError::Evcxr(error.to_string()))?;
+        let course_crates = library.course_crates()?;
+        library.configure_cells(&mut state, &linking, &course_crates)?;
+        if let Some(building) = template {
+            library.record_cell_externs(&mut state, building);
+        }
         timing.note("runtime library seeded");
         output.begin_cell(silent_input(), None);
         let prelude = eval_context.eval_with_state(PRELUDE, state);
@@ -296,6 +313,9 @@ impl Engine {
             runtime_library: library.clone(),
             unkept,
             statics: statics::Statics::default(),
+            course_crates,
+            linking,
+            cell_dir,
             analysis,
             analysis_used: None,
             final_value_format: FinalValueFormat::default(),
@@ -335,7 +355,7 @@ impl Engine {
     /// before it starts.
     pub fn execute(&mut self, code: &str, input: InputReader, interrupts_at_send: u64) -> CellOutcome {
         if let Some(error) =
-            diagnostics::refuse_tokio_dependency(code)
+            diagnostics::refuse_kernel_crate_dependency(code, self.course_crates.iter().map(|(name, _)| name.as_str()))
                 .or_else(|| diagnostics::refuse_unsupported_command(code))
                 .or_else(|| diagnostics::refuse_cell_level_return(code))
         {
@@ -355,6 +375,11 @@ impl Engine {
             let mut result = serde_json::Map::new();
             result.insert("text/plain".into(), COMMANDS_HELP.into());
             return CellOutcome::Success { result: Some(result) };
+        }
+        if self.linking != runtime_library::Linking::Cargo && adds_a_crate(code) {
+            if let Err(error) = self.use_cargo_dependencies() {
+                return CellOutcome::Failure(error);
+            }
         }
         let mut code = std::borrow::Cow::Borrowed(code);
         if let Some(rest) = without_command(&code, ":clear") {
@@ -613,14 +638,37 @@ impl Engine {
         self.context.execute(":clear").map_err(|error| failed(error.to_string()))?;
         self.statics.forget_names();
         self.output.begin_cell(silent_input(), None);
-        let tokio = self.runtime_library.dependency_spec();
-        let setup = format!(":dep tokio = {tokio}\n{PRELUDE}");
-        let result = self.context.execute(&setup);
+        let mut state = self.context.eval_context_mut().state();
+        self.runtime_library
+            .configure_cells(&mut state, &self.linking, &self.course_crates)
+            .map_err(|error| failed(error.to_string()))?;
+        let result = self.context.eval_context_mut().eval_with_state(PRELUDE, state);
         let fate = self.output.finish_cell(Duration::from_secs(5), false);
-        match outcome(&setup, &setup, "", result, fate, false, false) {
+        match outcome(PRELUDE, PRELUDE, "", result, fate, false, false) {
             CellOutcome::Failure(error) => Err(failed(error.message)),
             _ => Ok(()),
         }
+    }
+
+    /// A cell adds a crate of its own (`:dep`, `extern crate`): cargo must resolve it with the
+    /// kernel's tokio and course crates, which become cargo dependencies of the cell crate
+    /// (`runtime_library::Linking::Cargo`), from the template's build, copied in now. For the
+    /// rest of the kernel's life.
+    fn use_cargo_dependencies(&mut self) -> Result<(), CellError> {
+        let failed = |message: String| {
+            diagnostics::one_line_error("KernelError", format!("the kernel could not prepare for a new crate: {message}"))
+        };
+        self.runtime_library.seed_cell_dir(&self.cell_dir, false).map_err(|error| failed(error.to_string()))?;
+        let mut state = self.context.eval_context_mut().state();
+        self.runtime_library
+            .configure_cells(&mut state, &runtime_library::Linking::Cargo, &self.course_crates)
+            .map_err(|error| failed(error.to_string()))?;
+        self.output.begin_cell(silent_input(), None);
+        let result = self.context.eval_context_mut().eval_with_state("", state);
+        let _ = self.output.finish_cell(Duration::ZERO, false); // no user code ran
+        result.map_err(|error| failed(error.to_string()))?;
+        self.linking = runtime_library::Linking::Cargo;
+        Ok(())
     }
 
     /// For the prepared template: a cell whose `let` does not compile is checked by evcxr
@@ -783,8 +831,8 @@ fn without_hidden_doc_lines(doc: &str) -> String {
     joined
 }
 
-/// Run once at start: makes every cell async (evcxr switches on E0728, an await outside async),
-/// names the runtime library `rust_async` too, lets `?` errors report their type name, and
+/// Run once at start (with async mode on: every cell runs on the shared runtime): names the
+/// runtime library `rust_async` too, lets `?` errors report their type name, and
 /// shows a cell's final value in one compile instead of two (`__DisplayFinalValue`).
 /// The print macros and `dbg!` are the runtime library's, which credits each print to its
 /// cell (its `eprintln!` matches exactly how evcxr prints the error a `?` returned). They are
@@ -797,7 +845,6 @@ use tokio as rust_async;
 use tokio::__DisplayFinalValue as _;
 #[allow(unused_imports)]
 use tokio::{dbg, eprint, eprintln, print, println};
-{ async {}.await; };
 "#;
 
 /// Turns what evcxr returned and what the cell's records said into the cell's outcome.
@@ -871,6 +918,15 @@ fn without_display_notices(code: &str, result: &mut serde_json::Map<String, serd
     if text.is_empty() {
         result.remove("text/plain");
     }
+}
+
+/// Whether `code` adds a crate to the cells: a `:dep` line, or `extern crate`.
+fn adds_a_crate(code: &str) -> bool {
+    let commands = commands::leading_commands(code);
+    if commands.iter().any(|command| command.name == ":dep") {
+        return true;
+    }
+    early_return::tokens(code).windows(2).any(|pair| pair[0].1 == "extern" && pair[1].1 == "crate")
 }
 
 /// The variable whose value `error` says is an `async` block that borrows (E0373): the block

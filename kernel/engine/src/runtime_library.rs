@@ -1,5 +1,15 @@
 //! Where the runtime library lives and how it is prepared once, so kernels never build tokio.
 //!
+//! A kernel's cells link the prepared build in place ([`Linking::Prepared`]): the cell crate
+//! has no cargo dependencies at all, and the kernel's rustc wrapper gives rustc the runtime
+//! library and the course crates from the template (`--extern`, a list written while the
+//! template was built). So cargo, at every cell, has one crate to check rather than the ~180
+//! of the runtime library's graph (50 ms a cell with the course crates), and a kernel copies
+//! nothing. Once a cell adds a crate of its own (`:dep`, `extern crate`), cargo must resolve
+//! it with the same tokio and course crates: the kernel then switches, for good, to
+//! [`Linking::Cargo`], where they are cargo dependencies of the cell crate, built in its own
+//! directory, which is first seeded with the template's build as follows.
+//!
 //! Cells depend on the runtime library as `tokio = { package = "rust-async-runtime", path }`.
 //! Building it (tokio included) takes 15-25 s, so `prepare` does it once at set-up: it runs a
 //! real engine whose cell directory is the *template*, which leaves cargo's finished artifacts
@@ -31,6 +41,34 @@ pub struct RuntimeLibrary {
     fingerprint: std::sync::OnceLock<String>,
 }
 
+/// The runtime library's manifest lists the course crates in the dependency table of this
+/// target, always true, which cargo takes as plain dependencies (see kernel/runtime/Cargo.toml).
+const COURSE_CRATES_TARGET: &str = "cfg(all())";
+
+/// A dependency's spec as TOML for a manifest line: `"1"`, `{ version = "1", ... }`.
+fn spec_text(spec: &toml::Value) -> String {
+    match spec {
+        toml::Value::Table(table) => {
+            let fields: Vec<String> = table.iter().map(|(key, value)| format!("{key} = {value}")).collect();
+            format!("{{ {} }}", fields.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// In the template: the arguments that give the cell crate the runtime library and the
+/// course crates (see [`Linking::Prepared`]).
+const CELL_EXTERNS_FILE: &str = "cell-externs";
+
+/// How cells get the runtime library and the course crates (see the module's text).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Linking {
+    /// From the template, through the rustc wrapper, with this list of arguments.
+    Prepared { externs: PathBuf },
+    /// As cargo dependencies of the cell crate.
+    Cargo,
+}
+
 /// Environment variable overriding where the prepared runtime library is.
 pub const PREPARED_DIR_ENV: &str = "RUST_ASYNC_RUNTIME_DIR";
 /// Environment variable overriding which runtime library crate cells link (another build of
@@ -54,6 +92,26 @@ impl RuntimeLibrary {
     /// The runtime library as the cells' dependency `tokio`.
     pub(crate) fn dependency_spec(&self) -> String {
         format!("{{ package = \"rust-async-runtime\", path = \"{}\" }}", self.source.display())
+    }
+
+    /// The course crates: each as (package name, dependency spec), as the runtime library's
+    /// manifest lists them in its table `[target.'cfg(all())'.dependencies]`. Every cell
+    /// depends on each with the same spec, so cargo finds the build the library made.
+    pub fn course_crates(&self) -> Result<Vec<(String, String)>, EngineError> {
+        let path = self.source.join("Cargo.toml");
+        let manifest: toml::Table = std::fs::read_to_string(&path)?
+            .parse()
+            .map_err(|error| EngineError::Evcxr(format!("{}: {error}", path.display())))?;
+        let table = manifest
+            .get("target")
+            .and_then(|targets| targets.get(COURSE_CRATES_TARGET))
+            .and_then(|target| target.get("dependencies"))
+            .and_then(toml::Value::as_table);
+        Ok(table
+            .into_iter()
+            .flatten()
+            .map(|(name, spec)| (name.clone(), spec_text(spec)))
+            .collect())
     }
 
     fn template(&self) -> PathBuf {
@@ -88,6 +146,7 @@ impl RuntimeLibrary {
         inputs.push_str("rustc wrapped by the kernel binary (never_awaited, the cell's MIR)");
         inputs.push_str("dependencies checked too (cargo check of a failing let)");
         inputs.push_str("compiled dependencies read-only, shared as hard links");
+        inputs.push_str("cells link the template in place (cell-externs)");
         let rustc = Command::new("rustc").arg("-vV").output().map(|out| out.stdout).unwrap_or_default();
         inputs.push_str(&String::from_utf8_lossy(&rustc));
         crate::host::fingerprint(&inputs)
@@ -95,6 +154,66 @@ impl RuntimeLibrary {
 
     pub fn is_prepared(&self) -> bool {
         std::fs::read_to_string(self.stamp_path()).ok() == Some(self.fingerprint())
+    }
+
+    /// How a new kernel's cells link the library: the prepared build in place, when there is
+    /// one.
+    pub(crate) fn linking(&self) -> Linking {
+        let externs = self.template().join(CELL_EXTERNS_FILE);
+        if self.is_prepared() && externs.is_file() {
+            Linking::Prepared { externs }
+        } else {
+            Linking::Cargo
+        }
+    }
+
+    /// Gives evcxr's state what cells need: async mode (every cell runs on the shared
+    /// runtime), and the runtime library and course crates as `linking` says.
+    pub(crate) fn configure_cells(
+        &self,
+        state: &mut evcxr::ContextState,
+        linking: &Linking,
+        course_crates: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        let failed = |error: evcxr::Error| EngineError::Evcxr(error.to_string());
+        state.set_async_mode(true);
+        match linking {
+            Linking::Prepared { externs } => {
+                state.set_build_env(crate::rustc_wrapper::CELL_EXTERNS_ENV, &externs.to_string_lossy())
+            }
+            Linking::Cargo => {
+                state.set_build_env(crate::rustc_wrapper::CELL_EXTERNS_ENV, "");
+                // Built at set-up: never checked or built again here.
+                state.add_dep_unchecked("tokio", &self.dependency_spec()).map_err(failed)?;
+                for (name, spec) in course_crates {
+                    state.add_dep_unchecked(name, spec).map_err(failed)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The runtime library (as `tokio`) and the course crates as `name = spec` lines of a
+    /// manifest's `[dependencies]`.
+    pub(crate) fn dependency_lines(&self) -> Result<String, EngineError> {
+        let mut lines = format!("tokio = {}\n", self.dependency_spec());
+        for (name, spec) in self.course_crates()? {
+            lines.push_str(&format!("{name} = {spec}\n"));
+        }
+        Ok(lines)
+    }
+
+    /// The lock file that resolves the runtime library and the course crates.
+    pub(crate) fn template_lock_file(&self) -> PathBuf {
+        self.template().join("Cargo.lock")
+    }
+
+    /// Has the template's build write the cell crate's arguments for [`Linking::Prepared`].
+    pub(crate) fn record_cell_externs(&self, state: &mut evcxr::ContextState, building: &Path) {
+        state.set_build_env(
+            crate::rustc_wrapper::CELL_EXTERNS_RECORD_ENV,
+            &building.join(CELL_EXTERNS_FILE).to_string_lossy(),
+        );
     }
 
     /// Builds the template, unless it is already up to date. Needs the crates in cargo's
@@ -133,6 +252,11 @@ impl RuntimeLibrary {
             std::fs::remove_dir_all(&template)?;
         }
         make_dependencies_read_only(&building.join("target"))?;
+        // The list names files in the directory built; they will be in the template's.
+        let externs = std::fs::read_to_string(building.join(CELL_EXTERNS_FILE))
+            .map_err(|error| EngineError::Evcxr(format!("the template's build wrote no {CELL_EXTERNS_FILE}: {error}")))?;
+        let externs = externs.replace(&*building.to_string_lossy(), &template.to_string_lossy());
+        std::fs::write(building.join(CELL_EXTERNS_FILE), externs)?;
         std::fs::rename(&building, &template)?;
         std::fs::write(self.stamp_path(), self.fingerprint())?;
         Ok(())
@@ -235,6 +359,28 @@ fn copy_template(template: &Path, cell_dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn course_crates_are_read_from_their_table_with_their_specs() {
+        let directory = tempfile::tempdir().unwrap();
+        std::fs::write(
+            directory.path().join("Cargo.toml"),
+            "[package]\nname = \"rust-async-runtime\"\n[dependencies]\ntokio = \"1\"\n\
+             [target.'cfg(all())'.dependencies]\nserde = { version = \"1\", features = [\"derive\"] }\n\
+             tokio-stream = \"0.1\"\nreqwest = { version = \"0.12\", default-features = false }\n",
+        )
+        .unwrap();
+        let library = RuntimeLibrary { source: directory.path().into(), prepared: directory.path().into(), fingerprint: Default::default() };
+        let crates = library.course_crates().unwrap();
+        assert_eq!(
+            crates,
+            [
+                ("reqwest".to_owned(), "{ default-features = false, version = \"0.12\" }".to_owned()),
+                ("serde".to_owned(), "{ features = [\"derive\"], version = \"1\" }".to_owned()),
+                ("tokio-stream".to_owned(), "\"0.1\"".to_owned()),
+            ]
+        );
+    }
 
     #[test]
     fn only_compiled_dependencies_are_shared() {

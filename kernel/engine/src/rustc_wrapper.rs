@@ -2,7 +2,10 @@
 //! arguments cargo gave, and
 //! - notes the futures a cell makes and never awaits (`never_awaited`);
 //! - has rustc write the cell crate's MIR when it builds it, where the engine reads the types
-//!   of the cell's new variables (`variable_types`).
+//!   of the cell's new variables (`variable_types`);
+//! - gives the cell crate the prepared runtime library and course crates (`--extern`, read
+//!   from the template's list: see `runtime_library`), so that cargo has none of them to
+//!   check at each cell; or, while the template is prepared, writes that list.
 
 use crate::never_awaited::{note_down, note_of, NOTES_FILE_ENV};
 use crate::variable_types::CELL_MIR_ENV;
@@ -24,6 +27,22 @@ pub fn wrap_rustc_if_asked() {
     let mut args = std::env::args_os().skip(1);
     let Some(rustc) = args.next() else { return };
     let mut args: Vec<OsString> = args.collect();
+    let is_cell_crate = args.windows(2).any(|pair| pair[0] == "--crate-name" && pair[1] == CELL_CRATE);
+    if is_cell_crate {
+        // A build's (not a `cargo check`'s, which gives `.rmeta` files that cannot be linked).
+        let links = args.iter().any(|arg| arg.to_string_lossy().starts_with("--emit") && arg.to_string_lossy().contains("link"));
+        if let Some(list) = std::env::var_os(CELL_EXTERNS_RECORD_ENV).filter(|list| !list.is_empty() && links) {
+            if let Err(error) = std::fs::write(&list, dependency_arguments(&args).join("\n")) {
+                eprintln!("rust-async-kernel: could not write {}: {error}", list.to_string_lossy());
+            }
+        }
+        if let Some(list) = std::env::var_os(CELL_EXTERNS_ENV).filter(|list| !list.is_empty()) {
+            match std::fs::read_to_string(&list) {
+                Ok(text) => args.extend(text.lines().filter(|line| !line.is_empty()).map(OsString::from)),
+                Err(error) => eprintln!("rust-async-kernel: could not read {}: {error}", list.to_string_lossy()),
+            }
+        }
+    }
     if let Some(cell_mir) = cell_mir {
         // A build that fails leaves none: the engine never reads an earlier cell's MIR.
         let _ = std::fs::remove_file(&cell_mir);
@@ -52,6 +71,44 @@ pub fn wrap_rustc_if_asked() {
     }
     let status = child.wait().map(|status| status.code().unwrap_or(101)).unwrap_or(101);
     std::process::exit(status);
+}
+
+/// Set for cargo while cells compile without cargo dependencies: a file listing the arguments
+/// that give the cell crate the runtime library and the course crates (`--extern NAME=PATH`,
+/// `-L dependency=DIR`), one a line.
+pub const CELL_EXTERNS_ENV: &str = "RUST_ASYNC_CELL_EXTERNS";
+
+/// Set for cargo while the template is prepared: where to write those arguments, as cargo
+/// gives them to the cell crate (whose dependencies are then the runtime library and the
+/// course crates).
+pub const CELL_EXTERNS_RECORD_ENV: &str = "RUST_ASYNC_RECORD_CELL_EXTERNS";
+
+/// The `--extern` and `-L` arguments of a rustc command line, each flag and its value on a
+/// line of their own, with paths made absolute.
+fn dependency_arguments(args: &[OsString]) -> Vec<String> {
+    let directory = std::env::current_dir().unwrap_or_default();
+    let absolute = |path: &str| {
+        let path = Path::new(path);
+        if path.is_absolute() { path.to_path_buf() } else { directory.join(path) }.to_string_lossy().into_owned()
+    };
+    let mut found = Vec::new();
+    for pair in args.windows(2) {
+        let (flag, value) = (pair[0].to_string_lossy(), pair[1].to_string_lossy());
+        let value = match &*flag {
+            "--extern" => match value.split_once('=') {
+                Some((name, path)) => format!("{name}={}", absolute(path)),
+                None => value.into_owned(),
+            },
+            "-L" => match value.split_once('=') {
+                Some((kind, path)) => format!("{kind}={}", absolute(path)),
+                None => absolute(&value),
+            },
+            _ => continue,
+        };
+        found.push(flag.into_owned());
+        found.push(value);
+    }
+    found
 }
 
 /// Adds `mir=PATH` to what rustc emits when it builds (links) the cell crate: a `cargo check`
@@ -88,6 +145,18 @@ mod tests {
 
     fn args(text: &str) -> Vec<OsString> {
         text.split(' ').map(OsString::from).collect()
+    }
+
+    #[test]
+    fn the_dependency_arguments_of_the_cell_crate_are_recorded_with_absolute_paths() {
+        let recorded = dependency_arguments(&args(
+            "--crate-name ctx --extern tokio=/t/deps/librust_async.so -L dependency=/t/deps --extern serde=rel/libserde.rlib -C opt-level=0",
+        ));
+        let here = std::env::current_dir().unwrap().join("rel/libserde.rlib");
+        assert_eq!(
+            recorded,
+            ["--extern", "tokio=/t/deps/librust_async.so", "-L", "dependency=/t/deps", "--extern", &format!("serde={}", here.display())]
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //!   hooks; `spawn_blocking` work has no hooks, hence its shadow.
 //!
 //! Additions: [`display`] (rich output, `clear_output`) and [`Pending`] (a future kept in a
-//! variable across cells).
+//! variable across cells). It also links the course crates (reqwest, serde, ...: Cargo.toml),
+//! so that every cell uses one copy of each, on this tokio.
 
 pub use tokio::*;
 
@@ -31,6 +32,9 @@ mod interrupt;
 mod pending;
 
 pub use pending::Pending;
+
+// The course crates (Cargo.toml), named so that this library links them: see build.rs.
+include!(concat!(env!("OUT_DIR"), "/course_crates.rs"));
 
 pub mod runtime {
     //! tokio's `runtime` module, with [`Runtime`] shadowed (see the crate docs).
