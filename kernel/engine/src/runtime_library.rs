@@ -334,13 +334,20 @@ fn walk_files(directory: &Path, visit: &mut dyn FnMut(&Path) -> std::io::Result<
 }
 
 /// Seeds a cell directory from the template: compiled dependencies hard-linked, the rest
-/// copied with its modification times (cargo compares them to tell what is fresh).
+/// copied with its modification times (cargo compares them to tell what is fresh). What the
+/// cell directory has already stays: it may be a cell's library that the user process has
+/// loaded (written over, it would crash the process with SIGBUS), and the template's own
+/// cells' libraries are not copied.
 fn copy_template(template: &Path, cell_dir: &Path) -> std::io::Result<()> {
     let source = template.join("target");
     let target = cell_dir.join("target");
     walk_files(&source, &mut |file| {
         let relative = file.strip_prefix(&source).map_err(std::io::Error::other)?;
         let destination = target.join(relative);
+        let is_cell_library = file.file_name().is_some_and(|name| name.to_string_lossy().starts_with("libcode_"));
+        if is_cell_library || destination.exists() {
+            return Ok(());
+        }
         if let Some(parent) = destination.parent() {
             std::fs::create_dir_all(parent)?;
         }
