@@ -789,3 +789,25 @@ def test_a_dep_of_a_course_crate_is_refused_like_tokio(kc):
     assert "course crates" in reply["content"]["evalue"]
     reply, msgs = run(kc, ':dep tokio = { version = "1" }')
     assert reply["content"]["ename"] == "DependencyError"
+
+
+def test_a_dep_keeps_every_variable_and_its_crate_uses_the_kernels_tokio(fresh_kernel):
+    """A `:dep` (tokio-util is in cargo's cache: set-up's crates use it) makes the runtime
+    library and the course crates cargo dependencies of the cells (runtime_library.rs:
+    Linking::Cargo), from the template's build: nothing of theirs is rebuilt, so no type
+    changes and no variable is lost; a task in flight goes on; the new crate works with the
+    kernel's one tokio."""
+    _, kc = fresh_kernel
+    ok(*run(kc, "let value: serde_json::Value = serde_json::json!({\"a\": 1});\n"
+                "let in_flight = tokio::spawn(async { tokio::time::sleep(std::time::Duration::from_millis(500)).await; 5 });",
+            timeout=FIRST_CELL_TIMEOUT))
+    ok(*run(kc, ':dep tokio-util = { version = "0.7" }', timeout=120))
+    reply, msgs = run(kc, "(value[\"a\"].clone(), in_flight.await.unwrap())")
+    ok(reply, msgs)
+    assert result_text(msgs) == "(Number(1), 5)"
+    reply, msgs = run(kc, "let token = tokio_util::sync::CancellationToken::new();\n"
+                          "let child = token.child_token();\n"
+                          "let waiter = tokio::spawn(async move { child.cancelled().await; \"cancelled\" });\n"
+                          "token.cancel();\nwaiter.await.unwrap()")
+    ok(reply, msgs)
+    assert result_text(msgs) == '"cancelled"'
