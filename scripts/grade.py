@@ -63,6 +63,10 @@ _VENV_JUPYTER = Path(sys.prefix) / "share" / "jupyter"
 os.environ["JUPYTER_PATH"] = os.pathsep.join(
     p for p in [str(_VENV_JUPYTER), os.environ.get("JUPYTER_PATH", "")] if p
 )
+# Graded kernels never download (a `:dep` in a submission only finds crates already in this
+# machine's cargo cache): the same result on every run, whatever the network does. The grading
+# kernels inherit this process's environment.
+os.environ.setdefault("RUST_ASYNC_OFFLINE", "1")
 
 import nbformat  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402

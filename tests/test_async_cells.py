@@ -427,13 +427,21 @@ def test_a_dep_on_tokio_is_refused_with_an_explanation(kc):
     assert "built into this kernel" in reply["content"]["evalue"]
 
 
-def test_a_dep_that_is_not_on_this_machine_says_the_kernel_is_offline(kc):
-    reply, msgs = run(kc, ':dep no_such_crate_for_rust_async_tests = "1"', timeout=120)
-    assert reply["content"]["status"] == "error"
-    assert "never downloads" in plain("\n".join(reply["content"]["traceback"]))
+def test_an_offline_kernel_says_so_when_a_dep_is_not_on_this_machine():
+    """RUST_ASYNC_OFFLINE=1 (scripts/grade, nbgrader's config): `:dep` only finds crates in
+    cargo's cache, and a cell cannot turn that off."""
+    km, kc = start_kernel(env={**os.environ, "RUST_ASYNC_OFFLINE": "1"})
+    try:
+        reply, msgs = run(kc, ':dep no_such_crate_for_rust_async_tests = "1"', timeout=180)
+        assert reply["content"]["status"] == "error"
+        assert "RUST_ASYNC_OFFLINE=1" in plain("\n".join(reply["content"]["traceback"])), reply["content"]
+        reply, msgs = run(kc, ":offline 0")
+        assert reply["content"]["ename"] == "UnsupportedCommand", [summary(m) for m in msgs]
+    finally:
+        stop_kernel(km, kc)
 
 
-@pytest.mark.parametrize("command", [":quit", ":toolchain nightly", ":allow_static_linking 0", ":offline 0"])
+@pytest.mark.parametrize("command", [":quit", ":toolchain nightly", ":allow_static_linking 0"])
 def test_a_command_that_would_break_the_kernel_is_refused_and_the_kernel_goes_on(kc, command):
     ok(*run(kc, "let still_here = 5;"))
     reply, msgs = run(kc, command, timeout=30)
@@ -811,3 +819,38 @@ def test_a_dep_keeps_every_variable_and_its_crate_uses_the_kernels_tokio(fresh_k
                           "token.cancel();\nwaiter.await.unwrap()")
     ok(reply, msgs)
     assert result_text(msgs) == '"cancelled"'
+
+
+def test_a_dep_shows_its_progress_under_the_cell_and_a_stop_ends_it():
+    """kernel/engine/src/dependency_build.rs: while a `:dep` builds, one display under the cell
+    says which crate is building (updated in place); the stop button ends the build at once,
+    and the variables stay. (regex is in cargo's cache: the kernel's own build uses it. sccache
+    is off here, so that it compiles for seconds.)"""
+    km, kc = start_kernel(env={**os.environ, "RUST_ASYNC_SCCACHE": ""})
+    try:
+        ok(*run(kc, "let kept = 41;", timeout=FIRST_CELL_TIMEOUT))
+        msg_id = kc.execute(':dep regex = "1"')
+        shown = wait_for_iopub(kc, msg_id, lambda m: m["msg_type"] == "display_data", 120)
+        display = shown[-1]["content"]
+        assert display["data"]["text/plain"].startswith("Building crate 1"), display
+        display_id = display["transient"]["display_id"]
+        km.interrupt_kernel()
+        reply, msgs = collect(kc, msg_id, timeout=30)
+        assert reply["content"]["ename"] == "Interrupted", [summary(m) for m in msgs]
+        assert "while it compiled" in reply["content"]["evalue"]
+        updates = of_type(msgs, "update_display_data")
+        assert updates and all(m["content"]["transient"]["display_id"] == display_id for m in updates)
+        assert updates[-1]["content"]["data"]["text/plain"].startswith("Stopped after building")
+        reply, msgs = run(kc, "kept + 1")
+        ok(reply, msgs)
+        assert result_text(msgs) == "42"
+        # Run to its end, it says what it built, and the crate works.
+        reply, msgs = run(kc, ':dep regex = "1"', timeout=300)
+        ok(reply, msgs)
+        last = (of_type(msgs, "update_display_data") or of_type(msgs, "display_data"))[-1]
+        assert last["content"]["data"]["text/plain"].startswith("Built "), [summary(m) for m in msgs]
+        reply, msgs = run(kc, 'regex::Regex::new("a+b").unwrap().is_match("xaab") && kept == 41')
+        ok(reply, msgs)
+        assert result_text(msgs) == "true"
+    finally:
+        stop_kernel(km, kc)

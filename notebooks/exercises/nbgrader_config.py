@@ -26,6 +26,10 @@
 
 import os
 
+# Grading kernels never download (RUST_ASYNC_OFFLINE, as scripts/grade does): a `:dep` in a
+# submission only finds crates already in this machine's cargo cache.
+os.environ.setdefault("RUST_ASYNC_OFFLINE", "1")
+
 from nbgrader.preprocessors import (
     CheckCellMetadata,
     ClearOutput,

@@ -201,6 +201,9 @@ impl AnalysisProcess {
         let mut child = Command::new(std::env::current_exe()?)
             .arg(ANALYSIS_COMMAND)
             .arg(root)
+            // rust-analyzer asks cargo for the crate graph: everything it needs is in the lock
+            // file and cargo's cache; without this, cargo may update its index first.
+            .env("CARGO_NET_OFFLINE", "true")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;

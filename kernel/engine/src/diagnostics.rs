@@ -64,9 +64,9 @@ fn compile_hint(code: Option<&str>, text: &str) -> Option<&'static str> {
     }
     if text.contains("offline mode (--offline)") || text.contains("without `--offline`") {
         return Some(
-            "this kernel never downloads while it runs: `:dep` can only add crates (and \
-             versions) already in this machine's cargo cache. A crate the course needs belongs \
-             in its set-up.",
+            "this kernel is offline (`RUST_ASYNC_OFFLINE=1`, as for an exam or a grader): `:dep` \
+             can only add crates (and versions) already in this machine's cargo cache. A crate \
+             every student needs belongs in the course crates (kernel/runtime/Cargo.toml).",
         );
     }
     if text.contains("EvcxrUserCodeError") && text.contains("Option") {
@@ -495,6 +495,12 @@ pub(crate) fn interrupted_before_start() -> CellError {
     one_line_error("Interrupted", message.into())
 }
 
+pub(crate) fn interrupted_while_compiling() -> CellError {
+    let message = "The cell was interrupted while it compiled (cargo was stopped), so its code did \
+                   not run, and a crate it added with `:dep` was not added. Variables are kept.";
+    one_line_error("Interrupted", message.into())
+}
+
 pub(crate) fn interrupted_by_restart() -> CellError {
     let message = "The cell was interrupted, but it never reached an `.await` (busy computing or \
                    blocking a thread), so the kernel restarted the user-code process. All \
@@ -702,7 +708,8 @@ pub(crate) fn refuse_cell_level_return(code: &str) -> Option<CellError> {
 }
 
 /// evcxr commands that would take the kernel apart: refused, with what to do instead.
-pub(crate) fn refuse_unsupported_command(code: &str) -> Option<CellError> {
+/// `offline`: the kernel was started offline, which a cell cannot undo.
+pub(crate) fn refuse_unsupported_command(code: &str, offline: bool) -> Option<CellError> {
     let (line, why) = crate::commands::leading_commands(code).into_iter().find_map(|command| {
         let why = match (command.name, command.args.map(str::trim).filter(|args| !args.is_empty())) {
             (":quit", _) => {
@@ -718,9 +725,9 @@ pub(crate) fn refuse_unsupported_command(code: &str) -> Option<CellError> {
                 "cells must link the kernel's one shared copy of tokio, and evcxr's dynamic \
                  linking of dependencies does not work with this Rust version."
             }
-            (":offline", Some(setting)) if setting != "1" => {
-                "this kernel never downloads while it runs (a class on one server, an exam room \
-                 offline): crates come from this machine's cargo cache, filled at set-up."
+            (":offline", Some(setting)) if setting != "1" && offline => {
+                "this kernel was started offline (`RUST_ASYNC_OFFLINE=1`, as for an exam or a \
+                 grader): crates come from this machine's cargo cache."
             }
             // evcxr's cache works through its own rustc wrapper, which the kernel's replaces.
             (":cache", Some(size)) if size != "0" => {
@@ -749,13 +756,15 @@ mod tests {
     fn commands_that_would_break_the_kernel_are_refused() {
         for command in [":quit", "  :toolchain nightly", ":allow_static_linking 0", ":allow_static_linking", ":sccache 1",
                         ":allow_static_linking true", ":allow_static_linking 1 ", ":cache 500", ":offline 0"] {
-            let error = refuse_unsupported_command(&format!("// first\n{command}\nlet x = 1;")).unwrap();
+            let error = refuse_unsupported_command(&format!("// first\n{command}\nlet x = 1;"), true).unwrap();
             assert_eq!(error.name, "UnsupportedCommand");
             assert!(error.message.contains(command.trim()), "{}", error.message);
         }
         for fine in [":toolchain", ":allow_static_linking 1", ":vars", "let quit = 1;", "let x = 1;\n:quit", ":cache 0", ":offline 1"] {
-            assert!(refuse_unsupported_command(fine).is_none(), "{fine}");
+            assert!(refuse_unsupported_command(fine, true).is_none(), "{fine}");
         }
+        // A kernel started online may go offline and back.
+        assert!(refuse_unsupported_command(":offline 0", false).is_none());
     }
 
     #[test]
@@ -934,7 +943,7 @@ mod tests {
     #[test]
     fn a_dependency_missing_offline_gets_a_hint() {
         let text = "no matching package named `x` found ... you may wish to retry without `--offline`.";
-        assert!(compile_hint(None, text).unwrap().contains("never downloads"));
+        assert!(compile_hint(None, text).unwrap().contains("RUST_ASYNC_OFFLINE=1"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Small pieces of the operating system that the engine and the kernel's spares both need:
-//! an exclusive file lock, a stable fingerprint of some text, and whether a process exists.
+//! an exclusive file lock, a stable fingerprint of some text, whether a process exists, and
+//! ending a child process with everything it started.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -53,6 +54,39 @@ pub fn process_exists(pid: i32) -> bool {
     // SAFETY: signal 0 only checks whether the process exists.
     let signalled = unsafe { libc::kill(pid, 0) } == 0;
     signalled || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Kills (SIGKILL) each child of this process whose command name is `name`, and everything
+/// it started: a `cargo` building a cell, with its rustc's.
+pub fn kill_children_named(name: &str) {
+    let parents: Vec<(i32, i32, String)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`: the name may hold spaces and parentheses.
+            let (command, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            let parent: i32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, parent, command.to_owned()))
+        })
+        .collect();
+    let mut doomed: Vec<i32> = parents
+        .iter()
+        .filter(|(_, parent, command)| *parent == std::process::id() as i32 && command == name)
+        .map(|(pid, _, _)| *pid)
+        .collect();
+    let mut index = 0;
+    while index < doomed.len() {
+        let pid = doomed[index];
+        doomed.extend(parents.iter().filter(|(_, parent, _)| *parent == pid).map(|(child, _, _)| *child));
+        index += 1;
+    }
+    for pid in doomed {
+        // SAFETY: sending a signal.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 pub mod analysis_process;
 mod commands;
+mod dependency_build;
 pub mod diagnostics;
 mod early_return;
 mod future_values;
@@ -59,8 +60,9 @@ pub enum StreamName {
 #[derive(Debug, Clone)]
 pub enum Output {
     Stream { name: StreamName, text: String },
-    /// A mime bundle (`{"text/html": "..."}`).
-    Display { data: serde_json::Value },
+    /// A mime bundle (`{"text/html": "..."}`). With a `display_id`, a later `update` of the
+    /// same id replaces it where it was shown.
+    Display { data: serde_json::Value, display_id: Option<String>, update: bool },
     ClearOutput { wait: bool },
 }
 
@@ -141,6 +143,8 @@ pub struct Engine {
     linking: runtime_library::Linking,
     /// evcxr's cell crate.
     cell_dir: PathBuf,
+    /// Shows under a cell how far cargo is with the crates it adds.
+    dependency_build: Arc<dependency_build::DependencyBuild>,
     /// The symbol names given to the cells' statics, so that they last across cells.
     statics: statics::Statics,
     /// Why the last cell did not keep a variable (`variable_types`), when that is why it failed.
@@ -177,9 +181,12 @@ impl Interrupter {
     }
 
     /// Cancels the running cell at its current await point. A cell that does not reach an
-    /// await point within a grace period is ended by restarting the user process.
+    /// await point within a grace period is ended by restarting the user process. A cell that
+    /// is still compiling (a `:dep` can take minutes) is stopped there: its cargo is ended.
     pub fn interrupt(&self) {
-        self.output.interrupt();
+        if !self.output.interrupt() {
+            host::kill_children_named("cargo");
+        }
         let output = Arc::clone(&self.output);
         let process = Arc::clone(&self.process);
         let killed = Arc::clone(&self.killed_by_interrupt);
@@ -274,7 +281,9 @@ impl Engine {
             library.seed_cell_dir(&cell_dir, template.is_some())?;
         }
         let mut state = eval_context.state();
-        state.set_offline_mode(true);
+        // Online unless told otherwise (`:dep` downloads); the template is built from what
+        // `cargo fetch` fetched first.
+        state.set_offline_mode(template.is_some() || offline_setting());
         state
             .set_opt_level(runtime_library::CELL_OPT_LEVEL)
             .map_err(|error| EngineError::Evcxr(error.to_string()))?;
@@ -288,6 +297,10 @@ impl Engine {
             &work_dir.path().join(NEVER_AWAITED_FILE).to_string_lossy(),
         );
         state.set_build_env(variable_types::CELL_MIR_ENV, &mir_file.to_string_lossy());
+        // cargo's progress, shown under a cell that adds a crate (`dependency_build`).
+        let dependency_build = Arc::new(dependency_build::DependencyBuild::new(&cell_dir));
+        let watching = Arc::clone(&dependency_build);
+        evcxr::set_cargo_line_hook(Box::new(move |line| watching.cargo_line(line)));
         let course_crates = library.course_crates()?;
         library.configure_cells(&mut state, &linking, &course_crates)?;
         if let Some(building) = template {
@@ -313,6 +326,7 @@ impl Engine {
             runtime_library: library.clone(),
             unkept,
             statics: statics::Statics::default(),
+            dependency_build,
             course_crates,
             linking,
             cell_dir,
@@ -356,7 +370,7 @@ impl Engine {
     pub fn execute(&mut self, code: &str, input: InputReader, interrupts_at_send: u64) -> CellOutcome {
         if let Some(error) =
             diagnostics::refuse_kernel_crate_dependency(code, self.course_crates.iter().map(|(name, _)| name.as_str()))
-                .or_else(|| diagnostics::refuse_unsupported_command(code))
+                .or_else(|| diagnostics::refuse_unsupported_command(code, offline_setting()))
                 .or_else(|| diagnostics::refuse_cell_level_return(code))
         {
             return CellOutcome::Failure(error);
@@ -495,7 +509,9 @@ impl Engine {
         // Each static gets a symbol of its own, so that later cells share it (`statics`).
         let (named, defined_again) = self.statics.name_symbols(code);
         self.output.note_cell_code(&named);
+        self.dependency_build.begin(Arc::clone(&self.sink));
         let mut result = self.context.execute(&named);
+        self.dependency_build.finish(!matches!(result, Err(evcxr::Error::CompilationErrors(_)) | Err(evcxr::Error::Message(_))));
         let mut code = std::borrow::Cow::Owned(named);
         // A variable of a type no later cell can write (`variable_types`) and that can be kept
         // all the same: a future, boxed into `tokio::Pending`; a never type or a function,
@@ -596,6 +612,10 @@ impl Engine {
             }
         }
         let interrupted_while_running = self.output.interrupts() > interrupts_at_send;
+        if interrupted_while_running && fate.cell.is_none() && matches!(result, Err(evcxr::Error::CompilationErrors(_) | evcxr::Error::Message(_))) {
+            // Stopped while it compiled (its cargo ended): nothing of it ran.
+            return Ok(CellOutcome::Failure(diagnostics::interrupted_while_compiling()));
+        }
         let mut outcome = outcome(&code, written, &source, result, fate, killed_by_interrupt, interrupted_while_running);
         let variables: HashSet<String> = self.context.variables_and_types().map(|(name, _)| name.to_owned()).collect();
         if let CellOutcome::Failure(error) = &mut outcome {
@@ -941,6 +961,14 @@ fn borrowing_future(code: &str, error: &evcxr::CompilationError) -> Option<Strin
     })
 }
 
+/// Environment variable: `1` starts kernels offline (a `:dep` only finds crates in the
+/// machine's cargo cache), as for an exam or a grader (`scripts/grade` sets it).
+pub const OFFLINE_ENV: &str = "RUST_ASYNC_OFFLINE";
+
+fn offline_setting() -> bool {
+    std::env::var(OFFLINE_ENV).is_ok_and(|value| value == "1")
+}
+
 /// The user process ended before a cell's code started (see `Engine::execute_code`).
 struct ProcessEndedBeforeStart {
     /// evcxr's message: what the process wrote last, then its exit status.
@@ -1022,7 +1050,7 @@ Commands go on the first lines of a cell, before any code.
 :doc NAME           documentation (or `NAME?` alone in a cell, e.g. `tokio::spawn?`)
 :restart            forget every variable and task (a new process); functions, types and `use` stay
 :clear              forget everything defined so far; tokio stays
-:dep NAME = \"VER\"   add a crate from this machine's cargo cache (nothing is downloaded)
+:dep NAME = \"VER\"   add a crate (downloaded, unless the kernel is offline: RUST_ASYNC_OFFLINE=1)
 :show_deps          the crates added with :dep
 :opt 0|1|2          how much cells are optimised (2 for CPU-heavy work; 0 compiles fastest)
 :fmt {:#?}          how a cell's final value is shown (default {:?})
@@ -1030,7 +1058,7 @@ Commands go on the first lines of a cell, before any code.
 :efmt {:?}          how the error of a `?` is shown
 :explain            rustc's explanation of the last compile error
 :version            the evcxr version the kernel is built on
-Refused here, with why: :quit, :toolchain, :cache, :sccache, :allow_static_linking 0, :offline 0.";
+Refused here, with why: :quit, :toolchain, :cache, :sccache, :allow_static_linking 0, and :offline 0 in an offline kernel.";
 
 /// What a cell of only `:restart` shows.
 const RESTARTED: &str = "The user-code process was restarted: variables and running tasks are gone; \

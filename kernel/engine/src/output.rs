@@ -414,7 +414,7 @@ fn handle_record(
         "question-mark-error" => state.fate.question_mark_error = true,
         protocol::DISPLAY => {
             drop(state);
-            sink(EngineEvent::Output { cell, output: Output::Display { data: payload.clone() } });
+            sink(EngineEvent::Output { cell, output: Output::Display { data: payload.clone(), display_id: None, update: false } });
         }
         protocol::CLEAR_OUTPUT => {
             drop(state);

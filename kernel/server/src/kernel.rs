@@ -393,7 +393,11 @@ impl ShellLoop {
                         let name = if name == StreamName::Stderr { "stderr" } else { "stdout" };
                         ("stream", json!({ "name": name, "text": text }))
                     }
-                    Output::Display { data } => ("display_data", json!({ "data": data, "metadata": {}, "transient": {} })),
+                    Output::Display { data, display_id, update } => {
+                        let transient = display_id.map_or_else(|| json!({}), |id| json!({ "display_id": id }));
+                        let kind = if update { "update_display_data" } else { "display_data" };
+                        (kind, json!({ "data": data, "metadata": {}, "transient": transient }))
+                    }
                     Output::ClearOutput { wait } => ("clear_output", json!({ "wait": wait })),
                 };
                 self.shared.publish(parent, msg_type, body);
