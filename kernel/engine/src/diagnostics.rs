@@ -564,31 +564,6 @@ fn death_cause(status: &str) -> &'static str {
 pub(crate) fn evaluation_error(message: &str) -> CellError {
     let mut traceback = vec![format!("{RED}Error{RESET}: {}", message.lines().next().unwrap_or_default())];
     let first_line = message.lines().next().unwrap_or_default();
-    if first_line.contains("cannot be persisted") && first_line.contains("std::iter::") {
-        // evcxr's advice (`Box<dyn Debug>`) does not fit an iterator adapter.
-        traceback.push(hint_line(
-            "this is a lazy iterator: like a future, it does nothing until it is used, and it \
-             holds a closure, so it cannot be kept for a later cell. Collect what it gives to \
-             keep that (`.collect::<Vec<_>>()`), or use it in this cell.",
-        ));
-        return CellError { name: "EvaluationError".into(), message: message.to_owned(), traceback };
-    }
-    if first_line.contains("cannot be persisted") && first_line.contains("{async") && !first_line.contains("{async closure}") {
-        // A single `let fut = f();` is kept (`future_values`); this one is in a pattern or a
-        // collection. evcxr's advice (`Box<dyn Debug>`) does not fit a future.
-        let name = first_line.split('`').nth(1).unwrap_or("fut");
-        traceback.push(hint_line(&format!(
-            "only a future bound alone (`let {name} = make();`, also `Box::pin(make())` or \
-             `tokio::time::timeout(d, make())`) can be kept for a later cell, not one inside a \
-             tuple, an `Option`, a collection or another type. Bind each future by its own \
-             `let`; or await them in this cell (`let (a, b) = tokio::join!(f(1), f(2));`) and \
-             keep the results; or, to keep many, box them: \
-             `let {name}: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = u64> + Send>>> = \
-             ..map(|i| Box::pin(async move {{ .. }}) as _).collect();`. Code in a `{{ }}` block \
-             keeps nothing."
-        )));
-        return CellError { name: "EvaluationError".into(), message: first_line.to_owned(), traceback };
-    }
     if first_line.starts_with("Couldn't automatically determine type of variable") {
         let name = first_line.split('`').nth(1).unwrap_or("x");
         traceback.push(hint_line(&format!(
@@ -596,26 +571,6 @@ pub(crate) fn evaluation_error(message: &str) -> CellError {
              type rustc found for `{name}` cannot be written there. Write a type on the `let` \
              (`let {name}: Type = ...;`), through a crate the cells use. If `{name}` is only \
              needed in this cell, put the code in a `{{ }}` block, which keeps nothing."
-        )));
-        return CellError { name: "EvaluationError".into(), message: first_line.to_owned(), traceback };
-    }
-    if first_line.contains("cannot be persisted") && first_line.contains("{async closure}") {
-        let name = first_line.split('`').nth(1).unwrap_or("f");
-        traceback.push(hint_line(&format!(
-            "an async closure's type has no name, so `{name}` cannot be kept for a later cell. \
-             Write it as an `async fn` (functions are kept: `async fn {name}(x: u32) -> u32 {{ x * 2 }}`), \
-             or use it only in this cell, inside a `{{ }}` block."
-        )));
-        return CellError { name: "EvaluationError".into(), message: first_line.to_owned(), traceback };
-    }
-    if first_line.contains("is a closure, which cannot be persisted") {
-        // evcxr's own advice names evcxr and a signature that rarely fits; say it for this cell.
-        let name = first_line.split('`').nth(1).unwrap_or("f");
-        traceback.push(hint_line(&format!(
-            "a closure's type has no name, so `{name}` cannot be kept for a later cell. Box it \
-             with the signature it has, e.g. `let {name}: Box<dyn Fn(u32) -> u32> = \
-             Box::new(|x| x + 1);` (`FnMut` if it changes what it captures), or use it only \
-             in this cell, inside a `{{ }}` block."
         )));
         return CellError { name: "EvaluationError".into(), message: first_line.to_owned(), traceback };
     }
@@ -664,27 +619,33 @@ pub(crate) fn refuse_kernel_crate_dependency<'a>(code: &str, course_crates: impl
 /// For each "cannot find value `x`" (E0425) of `error` where `x` was a variable of an
 /// earlier cell (`was_kept`): a hint that it is gone and why that happens. In async code it
 /// is common: `.await` on a kept future or `JoinHandle` uses it up.
-pub(crate) fn add_gone_variable_hints(error: &mut CellError, was_kept: impl Fn(&str) -> bool) {
-    const NOT_FOUND: &str = "cannot find value `";
+pub(crate) fn add_gone_variable_hints(error: &mut CellError, why_gone: impl Fn(&str) -> Option<String>) {
+    // rustc says "function" for a name that is called.
+    const NOT_FOUND: [&str; 2] = ["cannot find value `", "cannot find function `"];
     let text = error.traceback.join("\n");
     let mut named = Vec::new();
-    for (index, _) in text.match_indices(NOT_FOUND) {
-        let rest = &text[index + NOT_FOUND.len()..];
+    for (index, found) in NOT_FOUND.iter().flat_map(|pattern| text.match_indices(pattern)) {
+        let rest = &text[index + found.len()..];
         if let Some((name, _)) = rest.split_once('`') {
-            if was_kept(name) && !named.contains(&name) {
+            if !named.contains(&name) {
                 named.push(name);
             }
         }
     }
-    for name in named {
-        error.traceback.push(hint_line(&format!(
-            "`{name}` was a variable of an earlier cell, and is gone: a cell used it up \
-             (`.await` on a kept future or `JoinHandle` consumes it; so does moving it into a \
-             task, a `select!` or a function, or `let other = {name};`), or a cell that stopped \
-             early had moved it, or the process running your code was restarted. Run the code \
-             that makes it again."
-        )));
+    for hint in named.into_iter().filter_map(why_gone) {
+        error.traceback.push(hint_line(&hint));
     }
+}
+
+/// Why a variable an earlier cell kept is gone.
+pub(crate) fn gone_variable(name: &str) -> String {
+    format!(
+        "`{name}` was a variable of an earlier cell, and is gone: a cell used it up \
+         (`.await` on a kept future or `JoinHandle` consumes it; so does moving it into a \
+         task, a `select!` or a function, or `let other = {name};`), or a cell that stopped \
+         early had moved it, or the process running your code was restarted. Run the code \
+         that makes it again."
+    )
 }
 
 /// A `return` in the cell's own code (see `early_return`): refused before it runs.
@@ -829,10 +790,10 @@ mod tests {
     #[test]
     fn a_variable_gone_since_an_earlier_cell_gets_a_hint() {
         let mut error = one_line_error("CompileError", "error[E0425]: cannot find value `fut` in this scope".into());
-        add_gone_variable_hints(&mut error, |name| name == "fut");
+        add_gone_variable_hints(&mut error, |name| (name == "fut").then(|| gone_variable(name)));
         assert!(error.traceback.last().unwrap().contains("`fut` was a variable of an earlier cell"), "{:?}", error.traceback);
         let mut never_made = one_line_error("CompileError", "error[E0425]: cannot find value `typo` in this scope".into());
-        add_gone_variable_hints(&mut never_made, |name| name == "fut");
+        add_gone_variable_hints(&mut never_made, |name| (name == "fut").then(|| gone_variable(name)));
         assert_eq!(never_made.traceback.len(), 1);
     }
 
@@ -846,17 +807,6 @@ mod tests {
     fn a_suggested_replacement_is_shown_as_code_beside_its_help() {
         assert!(help_line("consider borrowing here\n\n&").ends_with("help: consider borrowing here: `&`"));
         assert!(help_line("remove this").ends_with("help: remove this"));
-    }
-
-    #[test]
-    fn a_kept_iterator_gets_a_hint_to_collect() {
-        let error = evaluation_error(
-            "The variable `it` has type `std::iter::Map<std::ops::Range<i32>, impl FnMut(i32) -> i32>` \
-             which cannot be persisted.\nYou might be able to fix this by creating a `Box<dyn YourType>`.",
-        );
-        let traceback = error.traceback.join("\n");
-        assert!(traceback.contains(".collect::<Vec<_>>()"), "{traceback}");
-        assert!(!traceback.contains("Box<dyn YourType>"), "{traceback}");
     }
 
     #[test]
@@ -896,40 +846,10 @@ mod tests {
     }
 
     #[test]
-    fn a_future_in_a_pattern_or_a_collection_gets_a_hint() {
-        let error = evaluation_error(
-            "The variable `futs` has type `std::vec::Vec<{async fn body of f()}>` which cannot be persisted.",
-        );
-        let traceback = error.traceback.join("\n");
-        assert!(traceback.contains("tokio::join!") && traceback.contains("Box::pin"), "{traceback}");
-        assert!(!traceback.contains("evcxr") && !error.message.contains("evcxr"), "{traceback}");
-    }
-
-    #[test]
-    fn a_kept_closure_gets_a_hint_in_the_cells_own_terms() {
-        let error = evaluation_error(
-            "The variable `add_one` is a closure, which cannot be persisted.",
-        );
-        let traceback = error.traceback.join("\n");
-        assert!(traceback.contains("let add_one: Box<dyn Fn("), "{traceback}");
-        assert!(!traceback.contains("evcxr") && !error.message.contains("evcxr"), "{traceback}");
-    }
-
-    #[test]
     fn a_variable_of_unknown_type_gets_a_hint_to_write_it() {
         let error = evaluation_error("Couldn't automatically determine type of variable `rt`.\nPlease give it an explicit type.");
         let traceback = error.traceback.join("\n");
         assert!(traceback.contains("let rt: Type"), "{traceback}");
-    }
-
-    #[test]
-    fn a_kept_async_closure_gets_a_hint_to_write_an_async_fn() {
-        let error = evaluation_error(
-            "The variable `double` has type `{async closure}` which cannot be persisted.",
-        );
-        let traceback = error.traceback.join("\n");
-        assert!(traceback.contains("async fn double("), "{traceback}");
-        assert!(!traceback.contains("evcxr") && !error.message.contains("evcxr"), "{traceback}");
     }
 
     #[test]

@@ -148,7 +148,10 @@ pub struct Engine {
     /// The symbol names given to the cells' statics, so that they last across cells.
     statics: statics::Statics,
     /// Why the last cell did not keep a variable (`variable_types`), when that is why it failed.
-    unkept: Arc<Mutex<Option<variable_types::Unkept>>>,
+    types: Arc<Mutex<variable_types::Shared>>,
+    /// Variables that a cell made but that were not kept (a closure, an iterator...), with why:
+    /// for the hint under a later cell that names one.
+    not_kept: std::collections::HashMap<String, variable_types::Unkept>,
     /// Shared with rust-analyzer's process: how long to wait for it, whether it is starting.
     analysis: Arc<analysis_process::AnalysisControl>,
     /// When rust-analyzer last answered a completion or an inspection (see
@@ -249,9 +252,15 @@ impl Engine {
         // New variables are typed by rustc (`variable_types`): rust-analyzer starts only for a
         // completion or an inspection.
         let mir_file = work_dir.path().join(CELL_MIR_FILE);
-        let unkept = Arc::new(Mutex::new(None));
-        let variable_types =
-            Box::new(variable_types::FromCompiler::new(mir_file.clone(), cell_dir.clone(), Arc::clone(&unkept)));
+        let types = Arc::new(Mutex::new(variable_types::Shared::default()));
+        let course_names: Vec<String> = library.course_crates()?.into_iter().map(|(name, _)| name).collect();
+        let variable_types = Box::new(variable_types::FromCompiler::new(
+            mir_file.clone(),
+            cell_dir.clone(),
+            course_names,
+            library.template_lock_file(),
+            Arc::clone(&types),
+        ));
         let (mut eval_context, evcxr_outputs) =
             evcxr::EvalContext::with_subprocess_command_and_variable_types(user_process, Some(variable_types))
                 .map_err(|error| EngineError::Evcxr(error.to_string()))?;
@@ -324,7 +333,8 @@ impl Engine {
             process,
             killed_by_interrupt: Arc::new(AtomicBool::new(false)),
             runtime_library: library.clone(),
-            unkept,
+            types,
+            not_kept: std::collections::HashMap::new(),
             statics: statics::Statics::default(),
             dependency_build,
             course_crates,
@@ -479,8 +489,17 @@ impl Engine {
     }
 
     /// Why the last compile did not keep a variable, once.
-    fn take_unkept(&self) -> Option<variable_types::Unkept> {
-        self.unkept.lock().ok().and_then(|mut unkept| unkept.take())
+    fn take_rewrite(&self) -> Option<variable_types::Unkept> {
+        self.types.lock().ok().and_then(|mut types| types.rewrite.take())
+    }
+
+    /// Runs the cell as written (`named`: with its statics' symbols) with `name` not kept: its
+    /// `let` could not be rewritten to keep it.
+    fn execute_without_keeping(&mut self, named: &str, name: &str) -> Result<evcxr::EvalOutputs, evcxr::Error> {
+        if let Ok(mut types) = self.types.lock() {
+            types.forget.insert(name.to_owned());
+        }
+        self.execute_rewritten(named)
     }
 
     /// Runs a cell the engine rewrote (its lines kept), noting that code for `dbg!` lines.
@@ -504,7 +523,9 @@ impl Engine {
         }
         let notes = self.work_dir.path().join(NEVER_AWAITED_FILE);
         never_awaited::take_notes(&notes);
-        self.take_unkept();
+        if let Ok(mut types) = self.types.lock() {
+            *types = variable_types::Shared::default();
+        }
         let written = code;
         // Each static gets a symbol of its own, so that later cells share it (`statics`).
         let (named, defined_again) = self.statics.name_symbols(code);
@@ -512,31 +533,35 @@ impl Engine {
         self.dependency_build.begin(Arc::clone(&self.sink));
         let mut result = self.context.execute(&named);
         self.dependency_build.finish(!matches!(result, Err(evcxr::Error::CompilationErrors(_)) | Err(evcxr::Error::Message(_))));
-        let mut code = std::borrow::Cow::Owned(named);
+        let mut code = std::borrow::Cow::Owned(named.clone());
         // A variable of a type no later cell can write (`variable_types`) and that can be kept
         // all the same: a future, boxed into `tokio::Pending`; a never type or a function,
-        // written on its `let` in a form that can be written. Then the (unrun) cell runs again.
+        // written on its `let` in a form that can be written. Then the (unrun) cell runs again;
+        // where that cannot be done, it runs as written, without keeping the variable.
         for _ in 0..MAX_REWRITES {
             let Err(evcxr::Error::Message(_)) = &result else { break };
-            let Some(unkept) = self.take_unkept() else { break };
+            let Some(unkept) = self.take_rewrite() else { break };
             let rewritten = match &unkept.kind {
                 UnkeptKind::Future => future_values::box_future_binding(&code, &unkept.name),
                 UnkeptKind::Writable(type_name) => future_values::annotate_let(&code, &unkept.name, type_name),
                 _ => None,
             };
-            let Some(rewritten) = rewritten else { break };
+            let Some(rewritten) = rewritten else {
+                (code, result) = (std::borrow::Cow::Owned(named.clone()), self.execute_without_keeping(&named, &unkept.name));
+                continue;
+            };
             let retried = self.execute_rewritten(&rewritten);
             let has_pin = future_values::heap_pin_statements(&rewritten).is_some();
             if let (Err(evcxr::Error::CompilationErrors(errors)), UnkeptKind::Future, false) = (&retried, &unkept.kind, has_pin) {
-                // Explained in terms of the code the student wrote, not of our rewrite.
-                let _ = self.output.finish_cell(Duration::ZERO, false);
                 if errors.iter().any(diagnostics::is_borrow_error) {
-                    // The future borrows from the cell.
+                    // The future borrows from the cell: explained in terms of the code the
+                    // student wrote, not of our rewrite.
+                    let _ = self.output.finish_cell(Duration::ZERO, false);
                     return Ok(CellOutcome::Failure(diagnostics::future_not_kept(&unkept.name, errors)));
                 }
-                // Not a future itself (futures in a collection, say): the refusal stands.
-                let refusal = variable_types::refusal_message(&unkept);
-                return Ok(CellOutcome::Failure(diagnostics::evaluation_error(&refusal)));
+                // Not a future itself (futures in a collection, say): not kept.
+                (code, result) = (std::borrow::Cow::Owned(named.clone()), self.execute_without_keeping(&named, &unkept.name));
+                continue;
             }
             code = std::borrow::Cow::Owned(rewritten);
             result = retried;
@@ -620,9 +645,17 @@ impl Engine {
         let variables: HashSet<String> = self.context.variables_and_types().map(|(name, _)| name.to_owned()).collect();
         if let CellOutcome::Failure(error) = &mut outcome {
             if error.name == "CompileError" {
-                let kept_before = &self.kept_variables;
-                diagnostics::add_gone_variable_hints(error, |name| kept_before.contains(name) && !variables.contains(name));
+                let (kept_before, not_kept) = (&self.kept_variables, &self.not_kept);
+                diagnostics::add_gone_variable_hints(error, |name| match not_kept.get(name) {
+                    Some(unkept) => Some(variable_types::why_not_kept(unkept)),
+                    None => (kept_before.contains(name) && !variables.contains(name)).then(|| diagnostics::gone_variable(name)),
+                });
             }
+        } else {
+            // What this cell made and did not keep; a name it keeps now is kept.
+            let not_kept = self.types.lock().map(|mut types| std::mem::take(&mut types.not_kept)).unwrap_or_default();
+            self.not_kept.retain(|name, _| !variables.contains(name));
+            self.not_kept.extend(not_kept.into_iter().map(|unkept| (unkept.name.clone(), unkept)));
         }
         self.kept_variables.extend(variables);
         Ok(outcome)

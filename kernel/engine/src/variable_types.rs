@@ -19,9 +19,14 @@
 //! what is not found in it leaves the variable without a type, and evcxr then asks the student
 //! for one (`tests/test_async_cells.py` covers the shapes cells produce).
 //!
-//! Types no later cell can write are refused here, before the cell runs, in the words evcxr
-//! uses (the engine turns them into hints, or keeps futures: `future_values`): a closure, an
-//! `async` block or `async fn`'s future, and any type containing one of them.
+//! A type no later cell can write (a closure, an iterator or a stream holding one, a type of a
+//! crate the cells do not depend on) is not kept: the variable lives as long as its cell, as a
+//! local does, and a later cell that names it gets a hint that says why (`diagnostics`). Two
+//! such types can be kept all the same: a future, boxed into `tokio::Pending`, and a type that
+//! can be written in another form (`!` as `()`, a function as a pointer). For those, the
+//! resolver refuses the cell before it runs, in evcxr's words, and the engine rewrites the
+//! `let` and runs it again (`future_values`); when that cannot be done, it runs the cell as
+//! written with the variable not kept ([`Shared::forget`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -58,37 +63,63 @@ pub(crate) enum UnkeptKind {
     Other,
 }
 
+/// What the engine and the resolver share about the cell being run.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// A variable the engine can keep by rewriting its `let`: why the cell was refused.
+    pub rewrite: Option<Unkept>,
+    /// Variables not to keep even if a rewrite could keep them (it could not be done).
+    pub forget: HashSet<String>,
+    /// The variables of the last compile that are not kept.
+    pub not_kept: Vec<Unkept>,
+}
+
 /// Reads the types of a cell's new variables from the MIR rustc wrote for it.
 pub(crate) struct FromCompiler {
     mir_file: PathBuf,
     cell_dir: PathBuf,
-    /// Why the last cell's variable was not kept, for the engine to act on.
-    unkept: Arc<Mutex<Option<Unkept>>>,
+    /// The crates every cell has without cargo dependencies (the course crates), and the lock
+    /// file that lists the crates they need.
+    course_crates: Vec<String>,
+    template_lock: PathBuf,
+    shared: Arc<Mutex<Shared>>,
 }
 
 impl FromCompiler {
-    pub(crate) fn new(mir_file: PathBuf, cell_dir: PathBuf, unkept: Arc<Mutex<Option<Unkept>>>) -> FromCompiler {
-        FromCompiler { mir_file, cell_dir, unkept }
+    pub(crate) fn new(
+        mir_file: PathBuf,
+        cell_dir: PathBuf,
+        course_crates: Vec<String>,
+        template_lock: PathBuf,
+        shared: Arc<Mutex<Shared>>,
+    ) -> FromCompiler {
+        FromCompiler { mir_file, cell_dir, course_crates, template_lock, shared }
     }
 }
 
 impl evcxr::VariableTypes for FromCompiler {
-    fn types_of(&mut self, names: &[String]) -> Result<HashMap<String, String>, String> {
+    fn types_of(&mut self, names: &[String]) -> Result<HashMap<String, Option<String>>, String> {
         let mir = std::fs::read_to_string(&self.mir_file).unwrap_or_default();
         let found = stored_types(&mir);
-        let crates = Crates::of_cell_crate(&self.cell_dir);
+        let crates = Crates::of_cell_crate(&self.cell_dir, &self.course_crates, &self.template_lock);
+        let mut shared = self.shared.lock().map_err(|_| "the engine's state is poisoned".to_owned())?;
+        shared.not_kept.clear();
         let mut types = HashMap::new();
         for name in names {
             let Some(type_name) = found.get(name.as_str()) else { continue };
-            if let Some(kind) = unkept_kind(type_name, &crates) {
-                let unkept = Unkept { name: name.clone(), type_name: readable_type(type_name), kind };
+            let Some(kind) = unkept_kind(type_name, &crates) else {
+                types.insert(name.clone(), Some(type_name.clone()));
+                continue;
+            };
+            let unkept = Unkept { name: name.clone(), type_name: readable_type(type_name), kind };
+            let rewritable = matches!(unkept.kind, UnkeptKind::Future | UnkeptKind::Writable(_));
+            if rewritable && !shared.forget.contains(name) {
                 let message = refusal_message(&unkept);
-                if let Ok(mut last) = self.unkept.lock() {
-                    *last = Some(unkept);
-                }
+                shared.rewrite = Some(unkept);
                 return Err(message);
             }
-            types.insert(name.clone(), type_name.clone());
+            types.insert(name.clone(), None);
+            shared.not_kept.push(unkept);
         }
         Ok(types)
     }
@@ -103,8 +134,9 @@ struct Crates {
 }
 
 impl Crates {
-    fn of_cell_crate(cell_dir: &std::path::Path) -> Crates {
+    fn of_cell_crate(cell_dir: &std::path::Path, course_crates: &[String], template_lock: &std::path::Path) -> Crates {
         let mut crates = Crates::default();
+        crates.direct.extend(course_crates.iter().map(|name| name.replace('-', "_")));
         let manifest = std::fs::read_to_string(cell_dir.join("Cargo.toml")).unwrap_or_default();
         let mut in_dependencies = false;
         for line in manifest.lines() {
@@ -115,10 +147,12 @@ impl Crates {
                 crates.direct.insert(name.trim().trim_matches('"').replace('-', "_"));
             }
         }
-        let lock = std::fs::read_to_string(cell_dir.join("Cargo.lock")).unwrap_or_default();
-        for line in lock.lines() {
-            if let Some(name) = line.strip_prefix("name = \"").and_then(|rest| rest.strip_suffix('"')) {
-                crates.all.insert(name.replace('-', "_"));
+        for lock in [cell_dir.join("Cargo.lock"), template_lock.to_owned()] {
+            let lock = std::fs::read_to_string(lock).unwrap_or_default();
+            for line in lock.lines() {
+                if let Some(name) = line.strip_prefix("name = \"").and_then(|rest| rest.strip_suffix('"')) {
+                    crates.all.insert(name.replace('-', "_"));
+                }
             }
         }
         crates
@@ -211,6 +245,38 @@ fn path_roots(type_name: &str) -> Vec<&str> {
         }
     }
     roots
+}
+
+/// Why a variable is not kept, for a later cell that names it.
+pub(crate) fn why_not_kept(unkept: &Unkept) -> String {
+    let Unkept { name, type_name, kind } = unkept;
+    let (what, instead) = match kind {
+        UnkeptKind::Closure => (
+            "a closure".to_owned(),
+            format!("box it with its signature (`let {name}: Box<dyn Fn(u32) -> u32> = Box::new(|x| x + 1);`), or write a `fn`"),
+        ),
+        UnkeptKind::AsyncClosure => ("an async closure".to_owned(), format!("write it as an `async fn {name}(..)`, which is kept")),
+        UnkeptKind::IndirectCrate(root) => (
+            format!("of the crate `{root}`, which the cells do not depend on"),
+            format!("write its type on the `let` through a crate the cells use (`let {name}: Type = ...`)"),
+        ),
+        UnkeptKind::Future => (
+            "a future bound in a pattern or held inside another value (a tuple, a collection)".to_owned(),
+            "bind each future by its own `let` (each is kept), or `tokio::join!` them in the cell and keep the results".to_owned(),
+        ),
+        _ if type_name.contains("{closure}") => (
+            "a value holding a closure (a lazy iterator or stream)".to_owned(),
+            "collect what it gives (`.collect::<Vec<_>>()`), or box it (`Box<dyn Iterator<Item = ..>>`, \
+             `Pin<Box<dyn Stream<Item = ..> + Send>>`)"
+                .to_owned(),
+        ),
+        _ => ("of a type whose name no cell can write".to_owned(), "box it as a trait object, or use it in its own cell".to_owned()),
+    };
+    format!(
+        "`{name}` was made by an earlier cell but not kept after it: its type, `{type_name}`, is {what}, \
+         and a variable is kept for later cells only when its type can be written there. Use it in \
+         the cell that makes it; or {instead}."
+    )
 }
 
 /// What evcxr would say of an unkept variable (the engine adds its hints: `diagnostics`).
