@@ -242,3 +242,34 @@ def test_nbgrader_round_trip(tmp_path):
                 nb = gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, student)
                 scores = {g.name: g.score for g in nb.grades}
                 assert scores == {t: (POINTS[t] if t not in OUTCOMES[student] else 0) for t in TESTS}, student
+
+
+def test_grade_the_agents_exercises(tmp_path):
+    """The exercises of lesson 4 (notebooks/exercises/source/agents-exercises): an HTTP mock
+    API and a client with the course crates. With the solutions, every test passes; with the
+    stubs students get, every test fails, and grading goes on."""
+    import re
+
+    source = COURSE / "source" / "agents-exercises" / "agents-exercises.ipynb"
+    solved = nbformat.read(source, as_version=4)
+    stubbed = nbformat.read(source, as_version=4)
+    for cell in stubbed.cells:
+        cell.source = re.sub(r"// ### BEGIN SOLUTION.*?// ### END SOLUTION", "todo!() // YOUR CODE HERE",
+                             cell.source, flags=re.S)
+    submissions = tmp_path / "submissions"
+    for student, nb in [("solved", solved), ("stubbed", stubbed)]:
+        (submissions / student).mkdir(parents=True)
+        nbformat.write(nb, submissions / student / "agents-exercises.ipynb")
+    out = tmp_path / "grades"
+    proc = subprocess.run(
+        [str(REPO / "scripts" / "grade"), str(submissions), "--assignment", "agents-exercises",
+         "--timeout", "30", "--jobs", "2", "--out", str(out)],
+        capture_output=True, text=True, env=env(), timeout=GRADE_TIME_LIMIT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((out / "grades.json").read_text())
+    assert {s: v["points"] for s, v in report["students"].items()} == {"solved": 6, "stubbed": 0}, proc.stdout
+    stubbed_tests = next(s for s in report["submissions"] if s["student"] == "stubbed")["tests"]
+    assert {t["test"]: t["message"] for t in stubbed_tests} == {
+        test: "not yet implemented" for test in ["test_ask_all", "test_chat_with_retry", "test_run_agent"]
+    }

@@ -24,13 +24,15 @@ CELL_TIMEOUT = 120
 COROUTINES = "01-coroutines.ipynb"
 EVENT_LOOP = "02-event-loop.ipynb"
 IO_CONCURRENCY = "03-io-concurrency.ipynb"
-LESSONS = [COROUTINES, EVENT_LOOP, IO_CONCURRENCY]
+AGENTS = "04-agents-over-http.ipynb"
+LESSONS = [COROUTINES, EVENT_LOOP, IO_CONCURRENCY, AGENTS]
 
 # Cells that fail on purpose, by notebook: cell id -> the error name the kernel reports.
 EXPECTED_ERRORS = {
     COROUTINES: {"await-in-fn": "CompileError", "nested-runtime": "Panic"},
     EVENT_LOOP: {},
     IO_CONCURRENCY: {},
+    AGENTS: {},
 }
 
 MAX_CELL_LINES = 25
@@ -347,3 +349,58 @@ def test_a_bounded_channel_gives_back_pressure(io_lesson):
     roomy_events = queue_events(roomy)
     assert roomy_events[:6] == [("sent", j) for j in range(1, 7)], roomy_events  # no waiting
     assert number(roomy, "capacity 10: producer_done_ms") < bounded_done / 2
+
+
+# --------------------------------------------------------------------------------------------
+# 04 · Agents over HTTP (the course crates: axum, reqwest, serde, futures; no `:dep`)
+
+
+@pytest.fixture(scope="module")
+def agents() -> nbformat.NotebookNode:
+    return executed(AGENTS)
+
+
+def test_requests_are_typed_json(agents):
+    assert stdout(agents, "json").strip() == '{"model":"mock-1","messages":[{"role":"user","content":"hello"}],"stream":false}'
+    assert 'Message { role: "assistant", content: Some("You said: hello")' in stdout(agents, "client")
+
+
+def test_five_calls_at_once_take_the_time_of_one(agents):
+    sequential = number(stdout(agents, "sequential"), "sequential_ms")
+    concurrent = number(stdout(agents, "concurrent"), "concurrent_ms")
+    assert sequential >= 5 * 300, sequential
+    assert concurrent < 2 * 300 and concurrent * 3 < sequential, (sequential, concurrent)
+
+
+def test_buffer_unordered_caps_the_calls_in_flight(agents):
+    text = stdout(agents, "limited")
+    assert number(text, "max_in_flight") == 2, text
+    took = int(re.search(r"6 replies in (\d+) ms", text).group(1))
+    assert 3 * 300 <= took < 6 * 300, text
+
+
+def test_a_timeout_drops_the_slow_call(agents):
+    text = stdout(agents, "timeout")
+    match = re.search(r"timed_out=true after (\d+) ms", text)
+    assert match and 500 <= int(match.group(1)) < 1500, text
+
+
+def test_a_429_is_retried_with_backoff_until_it_succeeds(agents):
+    text = stdout(agents, "retry")
+    assert re.findall(r"attempt (\d): (\d{3})", text) == [("1", "429"), ("2", "429"), ("3", "200")], text
+    assert "You said: [busy] are you there?" in text
+
+
+def test_a_streamed_answer_arrives_word_by_word(agents):
+    lines = re.findall(r"^\s*(\d+) ms  (\S+)$", stdout(agents, "stream"), re.M)
+    assert [word for _, word in lines] == ["You", "said:", "tell", "me", "about", "async", "Rust"], lines
+    times = [int(t) for t, _ in lines]
+    assert times == sorted(times) and times[-1] - times[0] >= 5 * 100 - 50, times
+    assert number(stdout(agents, "stream"), "words") == 7
+
+
+def test_the_agent_runs_the_tool_the_model_asks_for(agents):
+    text = stdout(agents, "agent")
+    assert "tool_call=get_weather(Paris)" in text
+    assert "answer=The tool says: sunny and 21 °C in Paris." in text
+    assert number(text, "messages") == 4

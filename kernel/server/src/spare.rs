@@ -28,6 +28,7 @@
 use crate::engine_thread::{self, Job};
 use crate::kernel;
 use rust_async_engine::host::{fingerprint, process_exists, FileLock};
+use rust_async_engine::rustc_wrapper::SCCACHE_ENV;
 use rust_async_engine::Session;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
@@ -226,6 +227,11 @@ pub fn serve_spare() -> anyhow::Result<()> {
     };
 
     let _ = std::env::set_current_dir(&claim.session.cwd);
+    // The claimant's sccache (not part of the key): cargo, started from this process, takes it.
+    match claim.session.env.get(SCCACHE_ENV) {
+        Some(sccache) => std::env::set_var(SCCACHE_ENV, sccache),
+        None => std::env::remove_var(SCCACHE_ENV),
+    }
     take_output_of(claim.launcher_pid);
     engine.handle.send(Job::Adopt { session: claim.session });
     // The launcher's end of the claim closes when it dies, however it dies: then so do we.
@@ -409,7 +415,9 @@ fn key() -> String {
         }
     }
     let kernel_side = |name: &str| {
-        let ours = name.starts_with("RUST_ASYNC_") && ![SWITCH_ENV, IDLE_ENV, SERVER_ENV].contains(&name);
+        // Where sccache is (the kernelspec of an environment sets it): the claimant's is taken
+        // on when the spare is claimed, so a spare started by `spare` serves such a kernel.
+        let ours = name.starts_with("RUST_ASYNC_") && ![SWITCH_ENV, IDLE_ENV, SERVER_ENV, SCCACHE_ENV].contains(&name);
         let toolchain = ["EVCXR_", "CARGO", "RUSTUP", "RUSTC"].iter().any(|prefix| name.starts_with(prefix))
             || ["RUSTFLAGS", "RUST_SRC_PATH", "PATH", "HOME", "TMPDIR"].contains(&name);
         (ours || toolchain) && !ENGINE_SETS.contains(&name)
