@@ -145,22 +145,36 @@ impl AnalysisControl {
 pub(crate) struct AnalysisCrate {
     /// The cell crate.
     pub cell_dir: PathBuf,
-    /// `name = spec` lines for the runtime library (as `tokio`) and the course crates.
-    pub dependencies: String,
+    /// The runtime library's manifest for rust-analyzer (`RuntimeLibrary::analysis_manifest`),
+    /// written beside the analysis crate, which depends on it as `tokio`.
+    pub runtime_manifest: String,
+    /// The course crates, (name, spec): each is listed once the cells' code names it.
+    /// rust-analyzer holds what it loads: std and tokio, 600 MiB; all the course crates and
+    /// what they need, 500 MiB more, which most notebooks never use.
+    pub course_crates: Vec<(String, String)>,
     /// The template's lock file, which resolves those.
     pub lock_file: PathBuf,
 }
 
 impl AnalysisCrate {
-    /// Writes the analysis crate's manifest and lock file in `root`, where they differ.
-    fn write(&self, root: &Path) -> std::io::Result<()> {
+    /// Writes the analysis crate's manifest and lock file in `root`, where they differ, for
+    /// the analysis of `source`.
+    fn write(&self, root: &Path, source: &str) -> std::io::Result<()> {
         let Ok(mut manifest) = std::fs::read_to_string(self.cell_dir.join("Cargo.toml")) else { return Ok(()) };
         let mut lock_file = self.cell_dir.join("Cargo.lock");
         // evcxr writes `[dependencies]` last: the lines go under it. A cell crate that has
         // the runtime library as a cargo dependency has the course crates too.
         if !manifest.contains("rust-async-runtime") {
+            let runtime = root.with_file_name("analysis-runtime");
+            std::fs::create_dir_all(&runtime)?;
+            write_if_changed(&runtime.join("Cargo.toml"), self.runtime_manifest.as_bytes())?;
             manifest.push('\n');
-            manifest.push_str(&self.dependencies);
+            manifest.push_str(&format!("tokio = {{ package = \"rust-async-runtime\", path = {:?} }}\n", runtime));
+            for (name, spec) in &self.course_crates {
+                if names(source, &name.replace('-', "_")) {
+                    manifest.push_str(&format!("{name} = {spec}\n"));
+                }
+            }
             lock_file = self.lock_file.clone();
         }
         write_if_changed(&root.join("Cargo.toml"), manifest.as_bytes())?;
@@ -169,6 +183,16 @@ impl AnalysisCrate {
         }
         Ok(())
     }
+}
+
+/// Whether `source` has `name` as a word (a path's first segment, a `use`).
+fn names(source: &str, name: &str) -> bool {
+    source.match_indices(name).any(|(index, _)| {
+        let before = source[..index].chars().next_back();
+        let after = source[index + name.len()..].chars().next();
+        let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+        !word(before) && !word(after)
+    })
 }
 
 fn write_if_changed(path: &Path, contents: &[u8]) -> std::io::Result<()> {
@@ -197,7 +221,7 @@ impl AnalysisProcess {
     /// Starts one for the cell crate, working in `root`.
     pub(crate) fn start(analysis_crate: Arc<AnalysisCrate>, root: &Path, control: Arc<AnalysisControl>) -> anyhow::Result<AnalysisProcess> {
         std::fs::create_dir_all(root.join("src"))?;
-        analysis_crate.write(root)?;
+        analysis_crate.write(root, "")?;
         let mut child = Command::new(std::env::current_exe()?)
             .arg(ANALYSIS_COMMAND)
             .arg(root)
@@ -262,7 +286,7 @@ impl AnalysisProcess {
 impl evcxr::Analysis for AnalysisProcess {
     fn set_source(&mut self, source: String) -> anyhow::Result<()> {
         // A `:dep` changes the cell crate's manifest: rust-analyzer then loads the new crate.
-        self.analysis_crate.write(&self.root)?;
+        self.analysis_crate.write(&self.root, &source)?;
         self.ask(&Request::SetSource { source }).map(|_| ())
     }
 
@@ -316,6 +340,10 @@ mod tests {
         let reply: Reply = serde_json::from_str(r#"{"reply":"failed","error":"no"}"#).unwrap();
         assert!(matches!(reply, Reply::Failed { error } if error == "no"));
         assert_eq!(completion_kind("class"), "class");
+        assert!(names("use serde::Serialize;", "serde"));
+        assert!(names("let v: serde_json::Value = x;", "serde_json"));
+        assert!(!names("let v: serde_json::Value = x;", "serde"));
+        assert!(!names("let my_axum = 1;", "axum"));
         assert_eq!(completion_kind("unheard-of"), "instance");
     }
 }

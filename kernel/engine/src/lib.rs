@@ -119,6 +119,10 @@ pub struct Completions {
     pub cursor_end: usize,
 }
 
+/// How long the request that starts rust-analyzer waits for it, when it is a Tab or a
+/// Shift+Tab: the process starts, and is left to analyse.
+const FIRST_ANALYSIS_PATIENCE: Duration = Duration::from_millis(100);
+
 /// How long a cell's `:doc` waits for rust-analyzer (which may have to start first).
 const CELL_ANALYSIS_PATIENCE: Duration = Duration::from_secs(120);
 
@@ -267,7 +271,8 @@ impl Engine {
         let analysis_root = work_dir.path().join(ANALYSIS_DIR);
         let analysis_crate = Arc::new(analysis_process::AnalysisCrate {
             cell_dir: cell_dir.clone(),
-            dependencies: library.dependency_lines()?,
+            runtime_manifest: library.analysis_manifest()?,
+            course_crates: library.course_crates()?,
             lock_file: library.template_lock_file(),
         });
         let analysis = Arc::new(analysis_process::AnalysisControl::default());
@@ -736,8 +741,11 @@ impl Engine {
     /// standard library, tokio and the cells' other dependencies, seconds), and how long to
     /// wait for its answer.
     fn use_analysis(&mut self, patience: Duration) {
+        let mut patience = patience;
         if !self.context.rust_analyzer_is_running() {
             eprintln!("rust-async: starting rust-analyzer for completion and inspection (the first request analyses std and tokio)");
+            // Its first analysis takes seconds: an interactive request is answered at once.
+            patience = patience.min(FIRST_ANALYSIS_PATIENCE);
         }
         self.analysis.set_patience(patience);
         self.analysis_used = Some(Instant::now());

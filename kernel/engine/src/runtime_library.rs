@@ -193,14 +193,25 @@ impl RuntimeLibrary {
         Ok(())
     }
 
-    /// The runtime library (as `tokio`) and the course crates as `name = spec` lines of a
-    /// manifest's `[dependencies]`.
-    pub(crate) fn dependency_lines(&self) -> Result<String, EngineError> {
-        let mut lines = format!("tokio = {}\n", self.dependency_spec());
-        for (name, spec) in self.course_crates()? {
-            lines.push_str(&format!("{name} = {spec}\n"));
+    /// The runtime library's manifest as rust-analyzer is shown it: without the course crates
+    /// (it would load every crate they need, 500 MiB, for each Tab; the analysis crate lists
+    /// those the cells name), without the build script, with its sources where they are.
+    pub(crate) fn analysis_manifest(&self) -> Result<String, EngineError> {
+        let path = self.source.join("Cargo.toml");
+        let mut manifest: toml::Table = std::fs::read_to_string(&path)?
+            .parse()
+            .map_err(|error| EngineError::Evcxr(format!("{}: {error}", path.display())))?;
+        if let Some(toml::Value::Table(targets)) = manifest.get_mut("target") {
+            targets.remove(COURSE_CRATES_TARGET);
         }
-        Ok(lines)
+        if let Some(toml::Value::Table(package)) = manifest.get_mut("package") {
+            package.remove("build");
+        }
+        if let Some(toml::Value::Table(lib)) = manifest.get_mut("lib") {
+            let sources = self.source.join("src/lib.rs");
+            lib.insert("path".into(), toml::Value::String(sources.to_string_lossy().into_owned()));
+        }
+        toml::to_string(&manifest).map_err(|error| EngineError::Evcxr(error.to_string()))
     }
 
     /// The lock file that resolves the runtime library and the course crates.
