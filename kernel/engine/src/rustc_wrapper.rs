@@ -41,7 +41,11 @@ pub fn wrap_rustc_if_asked() {
         }
         if let Some(list) = std::env::var_os(CELL_EXTERNS_ENV).filter(|list| !list.is_empty()) {
             match std::fs::read_to_string(&list) {
-                Ok(text) => args.extend(text.lines().filter(|line| !line.is_empty()).map(OsString::from)),
+                Ok(text) => {
+                    let lines: Vec<&str> = text.lines().filter(|line| !line.is_empty()).collect();
+                    args.extend(lines.iter().map(OsString::from));
+                    args.extend(absolute_rpaths(&lines).into_iter().map(OsString::from));
+                }
                 Err(error) => eprintln!("rust-async-kernel: could not read {}: {error}", list.to_string_lossy()),
             }
         }
@@ -102,6 +106,20 @@ pub const CELL_EXTERNS_ENV: &str = "RUST_ASYNC_CELL_EXTERNS";
 /// gives them to the cell crate (whose dependencies are then the runtime library and the
 /// course crates).
 pub const CELL_EXTERNS_RECORD_ENV: &str = "RUST_ASYNC_RECORD_CELL_EXTERNS";
+
+/// Linker arguments that let the loader find the dylibs in the `-L dependency=DIR` folders of
+/// `arguments` (the runtime library) by their absolute paths. rustc's own rpath is relative
+/// to the folder it writes the cell to (`deps/`), but evcxr loads the copy cargo puts one
+/// folder up: with the template and the cell under a common folder (both in `/tmp`), that
+/// relative path misses.
+fn absolute_rpaths(arguments: &[&str]) -> Vec<String> {
+    arguments
+        .windows(2)
+        .filter(|pair| pair[0] == "-L")
+        .filter_map(|pair| pair[1].strip_prefix("dependency="))
+        .flat_map(|directory| ["-C".to_owned(), format!("link-arg=-Wl,-rpath,{directory}")])
+        .collect()
+}
 
 /// The `--extern` and `-L` arguments of a rustc command line, each flag and its value on a
 /// line of their own, with paths made absolute.
@@ -177,6 +195,12 @@ mod tests {
             recorded,
             ["--extern", "tokio=/t/deps/librust_async.so", "-L", "dependency=/t/deps", "--extern", &format!("serde={}", here.display())]
         );
+    }
+
+    #[test]
+    fn the_runtime_librarys_folder_is_searched_by_its_absolute_path() {
+        let recorded = ["--extern", "tokio=/t/deps/librust_async.so", "-L", "dependency=/t/deps", "-L", "native=/n"];
+        assert_eq!(absolute_rpaths(&recorded), ["-C", "link-arg=-Wl,-rpath,/t/deps"]);
     }
 
     #[test]
