@@ -1,69 +1,110 @@
-//! evcxr's `:` commands, found in a cell the way evcxr finds them: lines at the top of the
-//! cell, before any Rust code. Blank lines, `//` comments and `!` shell lines may stand
-//! between them; the first other line is code, and a `:` line after it is code too (a syntax
-//! error), not a command.
+//! The evcxr commands the engine does itself, rather than leaving them to evcxr: `:help`
+//! (evcxr's list names commands this kernel refuses), `:restart` and `:clear` (evcxr's own
+//! would break the user process or forget the runtime library), and the switch to cargo
+//! dependencies that a cell adding a crate needs.
 
-/// One command line: `:name args`.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Command<'a> {
-    /// The line's index in the cell (0-based).
-    pub index: usize,
-    /// The line without its indentation.
-    pub text: &'a str,
-    /// `:name`
-    pub name: &'a str,
-    /// What follows the name and its spaces, if anything does (it may be empty).
-    pub args: Option<&'a str>,
-}
+use crate::cell_error::CellError;
+use crate::execute::{kernel_error, outcome_of_prelude, silent_input};
+use crate::prelude::PRELUDE;
+use crate::{runtime_library, CellOutcome, Engine};
+use std::time::Duration;
 
-/// The commands of `code`, in order.
-pub(crate) fn leading_commands(code: &str) -> Vec<Command<'_>> {
-    code.lines()
-        .take(first_code_line(code))
-        .enumerate()
-        .filter_map(|(index, line)| {
-            let text = line.trim_start_matches(' ');
-            if line.starts_with('!') || !text.starts_with(':') {
-                return None;
-            }
-            let (name, args) = match text.split_once(' ') {
-                Some((name, rest)) => (name, Some(rest.trim_start_matches(' '))),
-                None => (text, None),
-            };
-            Some(Command { index, text, name, args })
-        })
-        .collect()
-}
+impl Engine {
+    /// What `:help` shows: the commands that work in this kernel.
+    pub(crate) fn help() -> CellOutcome {
+        let mut result = serde_json::Map::new();
+        result.insert("text/plain".into(), COMMANDS_HELP.into());
+        CellOutcome::Success { result: Some(result) }
+    }
 
-/// The index of the cell's first line of Rust code (its number of lines if it has none).
-/// The lines before it are commands, `!` shell lines, blank lines and `//` comments; a line
-/// starting with `!` or `:` after it is Rust (`!done` continuing an expression, say).
-pub(crate) fn first_code_line(code: &str) -> usize {
-    code.lines()
-        .position(|line| {
-            let text = line.trim_start_matches(' ');
-            !(line.starts_with('!') || text.starts_with(':') || line.starts_with("//") || line.trim().is_empty())
-        })
-        .unwrap_or_else(|| code.lines().count())
-}
+    /// What a cell of only `:restart` shows.
+    pub(crate) fn restarted() -> CellOutcome {
+        let mut result = serde_json::Map::new();
+        result.insert("text/plain".into(), RESTARTED.into());
+        CellOutcome::Success { result: Some(result) }
+    }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// evcxr's `:restart` puts back the variables it had before the restart (it took its state
+    /// before restarting and keeps it after), so the next cell asks the new process for
+    /// variables it does not have, outside evcxr's `catch_unwind`, and the process aborts.
+    /// Ending the process and letting evcxr find it gone, as after a crash, gets a new process
+    /// and forgets the variables (functions, types and `use` items stay).
+    pub(crate) fn restart_user_process(&mut self) -> Result<(), CellError> {
+        if let Ok(mut child) = self.process.lock() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.output.begin_cell(silent_input(), None);
+        let result = self.context.execute("let _ = ();");
+        let _ = self.output.finish_cell(Duration::ZERO, false); // no user code ran
+        match result {
+            Ok(_) | Err(evcxr::Error::SubprocessTerminated(_)) => Ok(()),
+            Err(error) => Err(kernel_error(format!("`:restart` failed: {error}"))),
+        }
+    }
 
-    #[test]
-    fn commands_stand_before_the_code() {
-        let code = ":fmt {:#?}\n\n// note\n!ls\n  :types\nlet x = 1;\n:clear\n";
-        let found = leading_commands(code);
-        assert_eq!(
-            found,
-            vec![
-                Command { index: 0, text: ":fmt {:#?}", name: ":fmt", args: Some("{:#?}") },
-                Command { index: 4, text: ":types", name: ":types", args: None },
-            ]
-        );
-        assert!(leading_commands("let a = 1;\n:quit").is_empty());
-        assert_eq!(first_code_line(code), 5);
-        assert_eq!(first_code_line("!ls\n:vars"), 2);
+    /// evcxr's `:clear` forgets every item and dependency, the runtime library and the
+    /// prelude with them (cells would no longer find `tokio`, nor run as async blocks): add
+    /// them again, as a fresh kernel has them. evcxr's settings (`:opt`, ...) are kept.
+    pub(crate) fn clear(&mut self) -> Result<(), CellError> {
+        let failed = |message: String| {
+            kernel_error(format!("`:clear` failed: {message}. Restart the kernel to get cells working again."))
+        };
+        self.context.execute(":clear").map_err(|error| failed(error.to_string()))?;
+        self.statics.forget_names();
+        self.output.begin_cell(silent_input(), None);
+        let mut state = self.context.eval_context_mut().state();
+        self.runtime_library
+            .configure_cells(&mut state, &self.linking, &self.course_crates)
+            .map_err(|error| failed(error.to_string()))?;
+        let result = self.context.eval_context_mut().eval_with_state(PRELUDE, state);
+        let fate = self.output.finish_cell(Duration::from_secs(5), false);
+        match outcome_of_prelude(result, fate) {
+            CellOutcome::Failure(error) => Err(failed(error.message)),
+            _ => Ok(()),
+        }
+    }
+
+    /// A cell adds a crate of its own (`:dep`, `extern crate`): cargo must resolve it with the
+    /// kernel's tokio and course crates, which become cargo dependencies of the cell crate
+    /// (`runtime_library::Linking::Cargo`), from the template's build, copied in now. For the
+    /// rest of the kernel's life.
+    pub(crate) fn use_cargo_dependencies(&mut self) -> Result<(), CellError> {
+        let failed = |message: String| {
+            kernel_error(format!("the kernel could not prepare for a new crate: {message}"))
+        };
+        self.runtime_library.seed_cell_dir(&self.cell_dir, false).map_err(|error| failed(error.to_string()))?;
+        let mut state = self.context.eval_context_mut().state();
+        self.runtime_library
+            .configure_cells(&mut state, &runtime_library::Linking::Cargo, &self.course_crates)
+            .map_err(|error| failed(error.to_string()))?;
+        self.output.begin_cell(silent_input(), None);
+        let result = self.context.eval_context_mut().eval_with_state("", state);
+        let _ = self.output.finish_cell(Duration::ZERO, false); // no user code ran
+        result.map_err(|error| failed(error.to_string()))?;
+        self.linking = runtime_library::Linking::Cargo;
+        Ok(())
     }
 }
+
+/// What `:help` shows: the commands that work in this kernel.
+const COMMANDS_HELP: &str = "\
+Commands go on the first lines of a cell, before any code.
+:vars               the variables kept so far, with their types
+:type NAME  (:t)    the type of one variable
+:doc NAME           documentation (or `NAME?` alone in a cell, e.g. `tokio::spawn?`)
+:restart            forget every variable and task (a new process); functions, types and `use` stay
+:clear              forget everything defined so far; tokio stays
+:dep NAME = \"VER\"   add a crate (downloaded, unless the kernel is offline: RUST_ASYNC_OFFLINE=1)
+:show_deps          the crates added with :dep
+:opt 0|1|2          how much cells are optimised (2 for CPU-heavy work; 0 compiles fastest)
+:fmt {:#?}          how a cell's final value is shown (default {:?})
+:types              switch showing the type of a cell's final value on or off
+:efmt {:?}          how the error of a `?` is shown
+:explain            rustc's explanation of the last compile error
+:version            the evcxr version the kernel is built on
+Refused here, with why: :quit, :toolchain, :cache, :sccache, :allow_static_linking 0, and :offline 0 in an offline kernel.";
+
+/// What a cell of only `:restart` shows.
+const RESTARTED: &str = "The user-code process was restarted: variables and running tasks are gone; \
+                         functions, types and `use` items are kept.";

@@ -7,9 +7,9 @@
 
 use crate::is_complete::walk_code;
 
-/// The byte offset of the first `return` at the cell's own level, if any.
-pub(crate) fn cell_level_return(code: &str) -> Option<usize> {
-    let tokens = tokens(code);
+/// The byte offset of the first `return` at the cell's own level, if any, in the code whose
+/// [`tokens`] these are.
+pub(crate) fn cell_level_return(tokens: &[(usize, &str)]) -> Option<usize> {
     // For each open bracket: whether it is the `{` of a body (function, closure, async block,
     // `macro_rules!`): a `return` inside belongs to that, not to the cell.
     let mut open: Vec<bool> = Vec::new();
@@ -134,17 +134,17 @@ mod tests {
     use super::*;
 
     fn found(code: &str) -> Option<&str> {
-        cell_level_return(code).map(|offset| &code[offset..offset + "return".len()])
+        cell_level_return(&tokens(code)).map(|offset| &code[offset..offset + "return".len()])
     }
 
     #[test]
     fn a_return_in_the_cells_own_code_is_found() {
         assert_eq!(found("let b = 1;\nif b > 0 { return; }\nprintln!(\"after\");"), Some("return"));
-        assert_eq!(cell_level_return("return 5;"), Some(0));
+        assert_eq!(cell_level_return(&tokens("return 5;")), Some(0));
         assert_eq!(found("for x in 0..3 { if x == 1 { return Ok(()); } }"), Some("return"));
         assert_eq!(found("tokio::select! { _ = a => { return; } }"), Some("return"));
         let code = "let f = |x| x + 1;\nmatch f(1) { 2 => return, _ => {} }";
-        assert_eq!(cell_level_return(code), code.find("return"));
+        assert_eq!(cell_level_return(&tokens(code)), code.find("return"));
     }
 
     #[test]
@@ -178,7 +178,7 @@ mod tests {
             "apply(&|x| { return x + 1; });",
             "call(&mut |x| { if x { return; } });",
         ] {
-            assert_eq!(cell_level_return(code), None, "{code}");
+            assert_eq!(cell_level_return(&tokens(code)), None, "{code}");
         }
     }
 
@@ -190,7 +190,7 @@ mod tests {
             "let p: fn() -> u32 = if a { return; } else { g };",
             "let arr = [0u8; 4];\nif arr[0] == 0 { return; }",
         ] {
-            assert_eq!(cell_level_return(code), code.find("return"), "{code}");
+            assert_eq!(cell_level_return(&tokens(code)), code.find("return"), "{code}");
         }
     }
 }

@@ -3,9 +3,9 @@
 //! decides the fate of the running cell (a panic, an interrupt, a `?` error).
 
 use crate::protocol;
+use crate::records::{self, InputReply, PanicRecord, Record};
 use crate::{EngineEvent, Output, StreamName};
-use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -31,16 +31,6 @@ pub(crate) struct CellFate {
     /// its end; it may also be a process that `:restart` or `:clear` replaced, whose end can be
     /// read after the next cell began: that must not end the next cell.
     pub process_ended: bool,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct PanicRecord {
-    pub message: String,
-    /// Where it panicked, when that is in the cell's crate (evcxr's generated source).
-    pub line: u32,
-    pub column: u32,
-    /// The panic's location is in the cell's crate, not in a library.
-    pub in_cell_crate: bool,
 }
 
 #[derive(Default)]
@@ -94,7 +84,7 @@ fn locate_debug_prints(text: &str, sources: Option<&CellSources>) -> String {
         let mut numbers = after[..end].split(':').map(|number| number.parse::<u32>().ok());
         let position = match (numbers.next().flatten(), numbers.next().flatten(), sources) {
             (Some(line), Some(column), Some(sources)) => {
-                crate::diagnostics::cell_position(&sources.code, &sources.generated, line, column)
+                crate::source_map::cell_position(&sources.code, &sources.generated, line, column)
             }
             _ => None,
         };
@@ -323,29 +313,25 @@ fn read_connection(connection: UnixStream, shared: &Arc<(Mutex<Shared>, Condvar)
             }
             Ok(_) => {}
         }
-        let Ok(record) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        handle_record(&record, shared, sink, &mut replies);
+        match serde_json::from_str::<Record>(&line) {
+            Ok(record) => handle_record(record, shared, sink, &mut replies),
+            Err(error) => eprintln!("rust-async: ignored a record the user process sent: {error}"),
+        }
     }
 }
 
 fn handle_record(
-    record: &Value,
+    record: Record,
     shared: &Arc<(Mutex<Shared>, Condvar)>,
     sink: &EventSink,
     replies: &mut UnixStream,
 ) {
     let (lock, ended) = &**shared;
-    let payload = &record["payload"];
-    let payload_text = payload.as_str().unwrap_or_default();
     let mut state = lock.lock().unwrap();
     state.records_read += 1;
     let cell = state.current_cell;
-    match record["kind"].as_str().unwrap_or_default() {
-        "stream" => {
-            let mut text = record["text"].as_str().unwrap_or_default().to_owned();
-            let name = if record["name"] == "stderr" { StreamName::Stderr } else { StreamName::Stdout };
+    match record {
+        Record::Stream { stream: name, mut text } => {
             if name == StreamName::Stderr && text.contains(protocol::DEBUG_LOCATION) {
                 text = locate_debug_prints(&text, cell.and_then(|cell| state.sources.get(&cell)));
             }
@@ -371,9 +357,8 @@ fn handle_record(
             drop(state);
             sink(EngineEvent::Output { cell, output: Output::Stream { name, text } });
         }
-        protocol::CELL_START => {
-            let number = payload_text.trim().parse().ok();
-            if let (Some(number), Some(code)) = (number, state.running_code.clone()) {
+        Record::CellStart { cell: number } => {
+            if let Some(code) = state.running_code.clone() {
                 // evcxr wrote the cell's crate just before it compiled and ran it.
                 let generated = std::fs::read_to_string(&state.generated_source).unwrap_or_default();
                 state.sources.insert(number, CellSources { code, generated: generated.into() });
@@ -382,8 +367,8 @@ fn handle_record(
                 }
             }
             let held = state.held_stderr.release();
-            state.current_cell = number;
-            state.fate.cell = number;
+            state.current_cell = Some(number);
+            state.fate.cell = Some(number);
             if std::mem::take(&mut state.interrupt_when_started) {
                 if let Some(pid) = state.child_pid {
                     send_sigint(pid);
@@ -393,37 +378,27 @@ fn handle_record(
             for event in held {
                 sink(event);
             }
-            if let Some(number) = number {
-                sink(EngineEvent::CellStarted(number));
-            }
+            sink(EngineEvent::CellStarted(number));
         }
-        protocol::OUTPUT_OF => state.current_cell = payload_text.trim().parse().ok(),
+        Record::OutputOf { cell: number } => state.current_cell = Some(number),
         // The first panic is the cell's: more can follow only while it unwinds (a `Drop`
         // that panics too), and then the process aborts.
-        protocol::PANIC if state.fate.panic.is_some() => {}
-        protocol::PANIC => {
-            state.fate.panic = Some(PanicRecord {
-                message: payload["message"].as_str().unwrap_or_default().to_owned(),
-                line: payload["line"].as_u64().unwrap_or(0) as u32,
-                column: payload["column"].as_u64().unwrap_or(0) as u32,
-                in_cell_crate: payload["file"] == "src/lib.rs",
-            })
-        }
-        protocol::INTERRUPTED => state.fate.interrupted = true,
-        protocol::ERROR_TYPE => state.fate.error_type = Some(payload_text.to_owned()),
-        "question-mark-error" => state.fate.question_mark_error = true,
-        protocol::DISPLAY => {
+        Record::Panic(_) if state.fate.panic.is_some() => {}
+        Record::Panic(panic) => state.fate.panic = Some(panic),
+        Record::Interrupted => state.fate.interrupted = true,
+        Record::ErrorType { type_name } => state.fate.error_type = Some(type_name),
+        Record::QuestionMarkError => state.fate.question_mark_error = true,
+        Record::Display { data } => {
             drop(state);
-            sink(EngineEvent::Output { cell, output: Output::Display { data: payload.clone(), display_id: None, update: false } });
+            sink(EngineEvent::Output { cell, output: Output::Display { data, display_id: None, update: false } });
         }
-        protocol::CLEAR_OUTPUT => {
+        Record::ClearOutput { wait } => {
             drop(state);
-            let wait = payload_text.trim() == "true";
             sink(EngineEvent::Output { cell, output: Output::ClearOutput { wait } });
         }
         // A first run that evcxr stopped to drop lost variables; it runs the cell again.
-        "cell-end" if state.fate.cell.is_none() && state.held_stderr.has_notice() => {}
-        "cell-end" => {
+        Record::CellEnd if state.fate.cell.is_none() && state.held_stderr.has_notice() => {}
+        Record::CellEnd => {
             if !state.fate.question_mark_error && state.fate.error_type.take().is_some() {
                 // The `eprintln!("{}", x)` was the user's own, not a `?`: show what it printed.
                 let text = std::mem::take(&mut state.fate.error_text);
@@ -434,21 +409,18 @@ fn handle_record(
             state.fate.ended = true;
             ended.notify_all();
         }
-        "input-request" => {
+        Record::InputRequest { prompt } => {
             let input = state.input.clone();
             drop(state);
-            let prompt = record["prompt"].as_str().unwrap_or_default();
-            let line = input.and_then(|input| input(prompt));
+            let line = input.and_then(|input| input(&prompt));
             if line.is_none() {
                 let text = "stdin gave no line, so reading it fails: the front end does not allow \
                             input (as when a notebook is run by nbconvert or a grader), or the \
                             cell was interrupted while it waited for one.\n".to_owned();
                 sink(EngineEvent::Output { cell, output: Output::Stream { name: StreamName::Stderr, text } });
             }
-            let reply = serde_json::json!({ "line": line }).to_string() + "\n";
-            let _ = replies.write_all(reply.as_bytes());
+            let _ = records::send_line(replies, &InputReply { line });
         }
-        _ => {}
     }
 }
 

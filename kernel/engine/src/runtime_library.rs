@@ -139,7 +139,7 @@ impl RuntimeLibrary {
             inputs.push_str(&file.display().to_string());
             inputs.push_str(&std::fs::read_to_string(file).unwrap_or_default());
         }
-        inputs.push_str(crate::PRELUDE);
+        inputs.push_str(crate::prelude::PRELUDE);
         inputs.push_str("dependencies at opt-level 2 (parent .cargo/config.toml), cells at ");
         inputs.push_str(CELL_OPT_LEVEL);
         inputs.push_str(CELL_RUSTFLAGS);

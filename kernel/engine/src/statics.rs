@@ -13,10 +13,10 @@
 //! Not covered: `thread_local!` and statics made by macros (`lazy_static!`), whose definitions
 //! are inside macro calls, and statics inside crates added with `:dep`.
 
-use crate::early_return::{is_word_char, tokens};
+use crate::early_return::is_word_char;
 
 /// A `static` with an initialiser, as a cell defines it.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct StaticDefinition {
     /// Where its attribute goes: before its visibility (`pub`) or the `static` keyword.
     pub insert_at: usize,
@@ -25,9 +25,8 @@ pub(crate) struct StaticDefinition {
 
 /// The `static NAME: TYPE = ...;` definitions of `code` (also those inside functions and
 /// modules), not those inside macro calls (`thread_local!`), foreign statics without a value,
-/// or the `'static` lifetime.
-pub(crate) fn static_definitions(code: &str) -> Vec<StaticDefinition> {
-    let tokens = tokens(code);
+/// or the `'static` lifetime. `tokens` are the code's (`early_return::tokens`).
+pub(crate) fn static_definitions(code: &str, tokens: &[(usize, &str)]) -> Vec<StaticDefinition> {
     let mut found = Vec::new();
     // For each open bracket: whether it is a macro call's (`name!(`, `name! {`).
     let mut open: Vec<bool> = Vec::new();
@@ -79,7 +78,7 @@ pub(crate) fn static_definitions(code: &str) -> Vec<StaticDefinition> {
         if !has_value || open.len() != depth {
             continue;
         }
-        found.push(StaticDefinition { insert_at: visibility_start(&tokens, index).unwrap_or(offset), name: name.to_owned() });
+        found.push(StaticDefinition { insert_at: visibility_start(tokens, index).unwrap_or(offset), name: name.to_owned() });
     }
     found
 }
@@ -108,22 +107,22 @@ pub(crate) struct Statics {
 }
 
 impl Statics {
-    /// `code` with a symbol name of its own on each static it defines, and the names of those
-    /// it defines again (each then starts anew).
-    pub(crate) fn name_symbols(&mut self, code: &str) -> (String, Vec<String>) {
+    /// `code` with a symbol name of its own on each of `definitions`, the statics it defines
+    /// (found by [`static_definitions`], at the same offsets), and the names of those it
+    /// defines again (each then starts anew).
+    pub(crate) fn name_symbols(&mut self, code: &str, definitions: &[StaticDefinition]) -> (String, Vec<String>) {
         let mut named = code.to_owned();
         let mut again = Vec::new();
-        let definitions = static_definitions(code);
         let first = self.defined + 1;
         self.defined += definitions.len();
         // From the end, so that earlier offsets stay right.
-        for (number, definition) in (first..).zip(&definitions).collect::<Vec<_>>().into_iter().rev() {
+        for (number, definition) in (first..).zip(definitions).collect::<Vec<_>>().into_iter().rev() {
             let attribute = format!("#[unsafe(export_name = \"rust_async_static_{number}_{}\")] ", definition.name);
             named.insert_str(definition.insert_at, &attribute);
         }
         for definition in definitions {
             if !self.names.insert(definition.name.clone()) {
-                again.push(definition.name);
+                again.push(definition.name.clone());
             }
         }
         (named, again)
@@ -138,9 +137,10 @@ impl Statics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::early_return::tokens;
 
     fn names(code: &str) -> Vec<String> {
-        static_definitions(code).into_iter().map(|definition| definition.name).collect()
+        static_definitions(code, &tokens(code)).into_iter().map(|definition| definition.name).collect()
     }
 
     #[test]
@@ -168,16 +168,17 @@ mod tests {
     fn each_definition_gets_a_symbol_of_its_own_on_its_own_line() {
         let mut statics = Statics::default();
         let code = "static A: u8 = 1;\n// note\npub static mut B: u8 = 2;";
-        let (named, again) = statics.name_symbols(code);
+        let name_symbols = |statics: &mut Statics, code: &str| statics.name_symbols(code, &static_definitions(code, &tokens(code)));
+        let (named, again) = name_symbols(&mut statics, code);
         assert_eq!(
             named,
             "#[unsafe(export_name = \"rust_async_static_1_A\")] static A: u8 = 1;\n// note\n\
              #[unsafe(export_name = \"rust_async_static_2_B\")] pub static mut B: u8 = 2;"
         );
         assert!(again.is_empty());
-        let (named, again) = statics.name_symbols("static A: u8 = 5;");
+        let (named, again) = name_symbols(&mut statics, "static A: u8 = 5;");
         assert_eq!(named, "#[unsafe(export_name = \"rust_async_static_3_A\")] static A: u8 = 5;");
         assert_eq!(again, ["A"]);
-        assert_eq!(statics.name_symbols("let x = 1;"), ("let x = 1;".to_owned(), vec![]));
+        assert_eq!(name_symbols(&mut statics, "let x = 1;"), ("let x = 1;".to_owned(), vec![]));
     }
 }

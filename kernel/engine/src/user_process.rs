@@ -14,17 +14,19 @@
 //!   that print while no cell runs still arrives at once.
 //! - fd 0 becomes a pipe fed by a broker thread, so reading stdin in a cell never consumes
 //!   evcxr's command stream; when user code blocks reading stdin, the broker asks the kernel
-//!   for a line (Jupyter `input_request`) or, without stdin, ends the read with a message.
+//!   for a line (Jupyter `input_request`) or, without stdin, ends the read with a message
+//!   (`user_stdin`).
 
-use crate::protocol;
-use serde_json::json;
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use crate::protocol::{self, RuntimeRecord};
+use crate::records::{self, send_record, Record};
+use crate::user_stdin::{answer_stdin_reads, check, copy_evcxr_commands, install_read_interrupt_signal, pipe, CELL_RUNNING};
+use crate::StreamName;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Path of the kernel's Unix socket that the user process connects to.
 pub const OUTPUT_SOCKET_ENV: &str = "RUST_ASYNC_OUTPUT_SOCKET";
@@ -136,7 +138,7 @@ fn rewire_streams(socket_path: &std::path::Path) -> std::io::Result<()> {
         let mut forwarder = Forwarder {
             kernel: kernel_writer,
             pending_text: String::new(),
-            pending_stream: "stdout",
+            pending_stream: StreamName::Stdout,
             evcxr_stdout,
             in_evcxr_content: false,
             carried_content: String::new(),
@@ -156,23 +158,6 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) {
         .expect("could not start a user-process service thread");
 }
 
-fn check(result: libc::c_int) -> std::io::Result<libc::c_int> {
-    if result < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(result)
-    }
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 fills two descriptors that we then own.
-    unsafe {
-        check(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC))?;
-        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
-    }
-}
-
 fn set_buffer(fd: RawFd, option: libc::c_int, bytes: usize) {
     let value = bytes as libc::c_int;
     // SAFETY: setsockopt with a pointer to a local int of the right size. Best effort: the
@@ -188,164 +173,12 @@ fn set_buffer(fd: RawFd, option: libc::c_int, bytes: usize) {
     }
 }
 
-/// Moves evcxr's commands from its pipe to our stdin pipe (evcxr's loop reads fd 0).
-fn copy_evcxr_commands(from: std::fs::File, to: Arc<Mutex<std::fs::File>>) {
-    let mut from = BufReader::new(from);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match from.read_line(&mut line) {
-            Ok(0) | Err(_) => {
-                // The kernel closed our stdin: close ours, so evcxr's loop sees the end and exits.
-                if let Ok(mut to) = to.lock() {
-                    if let Ok((_, write_end)) = pipe() {
-                        *to = std::fs::File::from(write_end);
-                    }
-                }
-                return;
-            }
-            Ok(_) => {
-                if let Some(command) = line.strip_prefix("LOAD_AND_RUN ") {
-                    load_for_all_cells(command.split(' ').next().unwrap_or_default());
-                    CELL_RUNNING.store(true, Ordering::SeqCst);
-                }
-                if let Ok(mut to) = to.lock() {
-                    let _ = to.write_all(line.as_bytes());
-                }
-            }
-        }
-    }
-}
-
-/// Loads a cell's library before evcxr does, with its symbols visible to every library loaded
-/// later (`RTLD_GLOBAL`): a later cell's copy of a `static` then binds to this one (see the
-/// engine's `statics`). evcxr's own load (`RTLD_LOCAL`) finds the library loaded already and
-/// keeps it global. A failure is left to evcxr's load, which reports it.
-fn load_for_all_cells(library: &str) {
-    let Ok(path) = std::ffi::CString::new(library) else { return };
-    // SAFETY: loading the cell's library, as evcxr is about to; the handle is never closed
-    // (evcxr never unloads a cell's library either).
-    unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-}
-
-/// Watches for user code blocked reading stdin and answers it through the kernel, which
-/// replies one JSON line per `input-request`: `{"line": "..."}`, or `{"line": null}` when the
-/// request allows no input (then the read ends at once with end of input, never hanging).
-fn answer_stdin_reads(
-    kernel: UnixStream,
-    kernel_writer: Arc<Mutex<UnixStream>>,
-    stdin_writer: Arc<Mutex<std::fs::File>>,
-) {
-    let mut replies = BufReader::new(kernel);
-    let mut seen_reading = false;
-    loop {
-        std::thread::sleep(Duration::from_millis(40));
-        // Two samples in a row: evcxr's loop passes through read(0) briefly as a cell starts.
-        let reading = user_code_is_reading_stdin();
-        let confirmed = reading && seen_reading;
-        seen_reading = reading;
-        if !confirmed {
-            continue;
-        }
-        seen_reading = false;
-        send_record(&kernel_writer, &json!({"kind": "input-request", "prompt": ""}));
-        let mut reply = String::new();
-        match replies.read_line(&mut reply) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let line = serde_json::from_str::<serde_json::Value>(&reply)
-            .ok()
-            .and_then(|value| value["line"].as_str().map(str::to_owned));
-        let Ok(mut stdin) = stdin_writer.lock() else {
-            return;
-        };
-        match line {
-            Some(line) => {
-                let _ = stdin.write_all(format!("{line}\n").as_bytes());
-            }
-            None => end_blocked_read(&mut stdin),
-        }
-    }
-}
-
-/// True while a cell runs and one of its threads is blocked in `read(0, ..)`.
-fn user_code_is_reading_stdin() -> bool {
-    CELL_RUNNING.load(Ordering::SeqCst) && !threads_reading_stdin().is_empty()
-}
-
-/// Set while evcxr's loop runs a cell (from `LOAD_AND_RUN` to `EVCXR_EXECUTION_COMPLETE`):
-/// only then can a reader of fd 0 be user code rather than evcxr's loop waiting for work.
-static CELL_RUNNING: AtomicBool = AtomicBool::new(false);
-
-/// Makes the blocked read fail at once. fd 0 is pointed at a second, non-blocking open of the
-/// same pipe, and the reading thread gets a signal that interrupts its `read`; std retries the
-/// read on fd 0, which now fails with "would block" instead of waiting. When the cell ends, the
-/// runtime library makes fd 0 blocking again, so evcxr's loop reads its next command as usual.
-fn end_blocked_read(_stdin: &mut std::fs::File) {
-    // SAFETY: opening our own fd 0 anew (a pipe: a new open file description of it), pointing
-    // fd 0 at it, and signalling our own threads, whose SIGUSR2 handler does nothing.
-    unsafe {
-        let path = c"/proc/self/fd/0";
-        let nonblocking = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC);
-        if nonblocking < 0 {
-            return;
-        }
-        libc::dup2(nonblocking, 0);
-        libc::close(nonblocking);
-        for thread in threads_reading_stdin() {
-            libc::syscall(libc::SYS_tgkill, std::process::id(), thread, libc::SIGUSR2);
-        }
-    }
-}
-
-/// Threads (other than our service threads) blocked in `read(0, ..)`.
-fn threads_reading_stdin() -> Vec<libc::pid_t> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return vec![];
-    };
-    tasks
-        .flatten()
-        .filter(|task| {
-            let path = task.path();
-            let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-            if name.starts_with("rust-async-stdi") || name.starts_with("rust-async-inpu") {
-                return false;
-            }
-            let syscall = std::fs::read_to_string(path.join("syscall")).unwrap_or_default();
-            let mut fields = syscall.split_whitespace();
-            // x86_64: read is syscall 0, readv 19; the first argument is the descriptor.
-            matches!(fields.next(), Some("0") | Some("19")) && fields.next() == Some("0x0")
-        })
-        .filter_map(|task| task.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
-/// SIGUSR2 only interrupts a blocked `read` (installed without SA_RESTART).
-fn install_read_interrupt_signal() {
-    extern "C" fn ignore(_: libc::c_int) {}
-    // SAFETY: installing a handler that does nothing.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as usize;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut());
-    }
-}
-
-fn send_record(kernel: &Arc<Mutex<UnixStream>>, record: &serde_json::Value) {
-    if let Ok(mut kernel) = kernel.lock() {
-        let mut line = record.to_string();
-        line.push('\n');
-        let _ = kernel.write_all(line.as_bytes());
-    }
-}
 
 struct Forwarder {
     kernel: Arc<Mutex<UnixStream>>,
     /// User text not yet sent, all of one stream.
     pending_text: String,
-    pending_stream: &'static str,
+    pending_stream: StreamName,
     evcxr_stdout: std::fs::File,
     /// Inside an `EVCXR_BEGIN_CONTENT` .. `EVCXR_END_CONTENT` block, which evcxr reads itself.
     in_evcxr_content: bool,
@@ -380,13 +213,13 @@ impl Forwarder {
             if sender.as_abstract_name().map(<[u8]>::to_vec) == stdout_abstract {
                 self.stdout(&data);
             } else {
-                self.user_text("stderr", &data);
+                self.user_text(StreamName::Stderr, &data);
             }
         }
     }
 
-    fn user_text(&mut self, stream: &'static str, text: &str) {
-        if stream == "stderr" && std::mem::take(&mut self.error_text_follows) {
+    fn user_text(&mut self, stream: StreamName, text: &str) {
+        if stream == StreamName::Stderr && std::mem::take(&mut self.error_text_follows) {
             // The error a `?` returned, which becomes the cell's error: never cut.
             self.queue_text(stream, text);
             return;
@@ -419,10 +252,10 @@ impl Forwarder {
              shown, so that the notebook stays usable. Print less, or write to a file.]\n",
             OUTPUT_LIMIT_BYTES >> 20
         );
-        self.queue_text("stderr", &note);
+        self.queue_text(StreamName::Stderr, &note);
     }
 
-    fn queue_text(&mut self, stream: &'static str, text: &str) {
+    fn queue_text(&mut self, stream: StreamName, text: &str) {
         if self.pending_stream != stream || self.pending_text.len() > 64 * 1024 {
             self.flush_text();
         }
@@ -433,7 +266,7 @@ impl Forwarder {
     fn flush_text(&mut self) {
         if !self.pending_text.is_empty() {
             let text = std::mem::take(&mut self.pending_text);
-            send_record(&self.kernel, &json!({"kind": "stream", "name": self.pending_stream, "text": text}));
+            send_record(&self.kernel, &Record::Stream { stream: self.pending_stream, text });
         }
     }
 
@@ -463,44 +296,41 @@ impl Forwarder {
             let line = piece.strip_suffix('\n');
             let is_evcxr = line.is_some_and(|line| self.in_evcxr_content || line.starts_with("EVCXR_"));
             if let Some(record) = line.and_then(|line| line.strip_prefix(protocol::MARKER)) {
-                self.user_text("stdout", &std::mem::take(&mut user));
+                self.user_text(StreamName::Stdout, &std::mem::take(&mut user));
                 self.flush_text();
-                self.runtime_record(record);
+                if let Some(record) = records::decode_runtime_record(record) {
+                    self.runtime_record(record);
+                }
             } else if is_evcxr {
-                self.user_text("stdout", &std::mem::take(&mut user));
+                self.user_text(StreamName::Stdout, &std::mem::take(&mut user));
                 self.flush_text();
                 self.evcxr_line(line.unwrap_or_default());
             } else {
                 user.push_str(piece);
             }
         }
-        self.user_text("stdout", &user);
+        self.user_text(StreamName::Stdout, &user);
     }
 
-    fn runtime_record(&mut self, record: &str) {
-        let (kind, payload) = record.split_once(' ').unwrap_or((record, ""));
-        if kind == protocol::EXIT_FLUSH {
-            // Everything written before the exit has been read: send it, then let it go on.
-            self.flush_text();
-            let answer = SocketAddr::from_abstract_name(protocol::exit_ack_socket_name(std::process::id()));
-            if let (Ok(socket), Ok(answer)) = (UnixDatagram::unbound(), answer) {
-                let _ = socket.send_to_addr(b"sent", &answer);
+    fn runtime_record(&mut self, record: RuntimeRecord) {
+        match &record {
+            RuntimeRecord::ExitFlush => {
+                // Everything written before the exit has been read: send it, then let it go on.
+                self.flush_text();
+                let answer = SocketAddr::from_abstract_name(protocol::exit_ack_socket_name(std::process::id()));
+                if let (Ok(socket), Ok(answer)) = (UnixDatagram::unbound(), answer) {
+                    let _ = socket.send_to_addr(b"sent", &answer);
+                }
             }
-            return;
-        }
-        if kind == protocol::CELL_START || kind == protocol::OUTPUT_OF {
-            self.credited_cell = payload.trim().parse().unwrap_or(0);
-        } else if kind == protocol::ERROR_TYPE {
-            self.error_text_follows = true;
-        } else if kind == protocol::CLEAR_OUTPUT {
+            RuntimeRecord::CellStart { cell } | RuntimeRecord::OutputOf { cell } => self.credited_cell = *cell,
+            RuntimeRecord::ErrorType { .. } => self.error_text_follows = true,
             // What was shown is cleared: a progress display may print on.
-            self.printed_by_cell.remove(&self.credited_cell);
+            RuntimeRecord::ClearOutput { .. } => _ = self.printed_by_cell.remove(&self.credited_cell),
+            RuntimeRecord::Panic { .. } | RuntimeRecord::Interrupted | RuntimeRecord::Display { .. } => {}
         }
-        let payload = match serde_json::from_str::<serde_json::Value>(payload) {
-            Ok(value) if kind == protocol::PANIC || kind == protocol::DISPLAY => value,
-            _ => serde_json::Value::String(payload.to_owned()),
-        };
-        send_record(&self.kernel, &json!({"kind": kind, "payload": payload}));
+        if let Some(record) = Record::from_runtime(record) {
+            send_record(&self.kernel, &record);
+        }
     }
 
     fn evcxr_line(&mut self, line: &str) {
@@ -514,10 +344,10 @@ impl Forwarder {
                     CELL_RUNNING.store(false, Ordering::SeqCst);
                     // Everything the cell wrote is now with the kernel: say so before evcxr
                     // learns the cell is over, so the reply never overtakes the output.
-                    send_record(&self.kernel, &json!({"kind": "cell-end"}));
+                    send_record(&self.kernel, &Record::CellEnd);
                 }
                 "EVCXR_ERROR_OCCURRED" => {
-                    send_record(&self.kernel, &json!({"kind": "question-mark-error"}))
+                    send_record(&self.kernel, &Record::QuestionMarkError)
                 }
                 _ => {}
             }

@@ -1,6 +1,7 @@
 //! How a cell runs: the shared runtime, cell identities, output tagging, the panic hook.
 
-use crate::protocol;
+use crate::protocol::{self, RuntimeRecord};
+use crate::records::{flush_std_streams, write_record};
 use std::cell::Cell;
 use std::future::Future;
 use std::io::Write;
@@ -85,41 +86,6 @@ pub(crate) fn shared_runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Writes one control record as a single write to stdout (one datagram: never torn apart).
-pub(crate) fn write_record(kind: &str, payload: &str) {
-    flush_std_streams();
-    let record = format!("{}{kind} {payload}\n", protocol::MARKER);
-    // SAFETY: writing a byte buffer we own to file descriptor 1.
-    unsafe {
-        libc::write(1, record.as_ptr().cast(), record.len());
-    }
-}
-
-/// A final value, as evcxr's own display code sends it (evcxr reads it from stdout).
-pub(crate) fn send_text_plain(text: &str) {
-    // One write is one datagram (see the engine's `user_process`), which has a size limit:
-    // a long value goes in pieces, cut between characters, that the kernel joins again.
-    const PIECE: usize = 1 << 20;
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(b"EVCXR_BEGIN_CONTENT text/plain\n");
-    let mut start = 0;
-    while start < text.len() {
-        let mut end = (start + PIECE).min(text.len());
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        let _ = stdout.write_all(&text.as_bytes()[start..end]);
-        start = end;
-    }
-    let _ = stdout.write_all(b"\nEVCXR_END_CONTENT\n");
-    let _ = stdout.flush();
-}
-
-fn flush_std_streams() {
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-}
-
 pub(crate) enum Stream {
     Stdout,
     Stderr,
@@ -138,7 +104,7 @@ pub(crate) fn write_for_cell(stream: Stream, arguments: std::fmt::Arguments<'_>)
     // write is also one datagram, so the kernel gets the text as one piece.
     let text = std::fmt::format(arguments);
     let _printing = PRINTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    announce(current_cell());
+    announce_holding_lock(current_cell());
     // Flushed under the lock: text left in std's buffer (a `print!` without a newline) could
     // be sent later, after another cell's announcement.
     let result = match stream {
@@ -154,10 +120,22 @@ pub(crate) fn write_for_cell(stream: Stream, arguments: std::fmt::Arguments<'_>)
     }
 }
 
-/// Makes sure the output that follows is credited to `cell`.
+/// Makes sure the output that follows is credited to `cell` (at each poll of a task or a
+/// cell). Under [`PRINTING`]: announced without it, a task of another cell polled on another
+/// thread could come between a print's own announcement and its text, and take the text
+/// (a cell's line printed while an earlier cell's server task ran was shown under that cell).
 fn announce(cell: u64) {
+    if cell == 0 || ANNOUNCED_CELL.load(Ordering::Acquire) == cell {
+        return;
+    }
+    let _printing = PRINTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    announce_holding_lock(cell);
+}
+
+/// [`announce`], for a caller that holds [`PRINTING`].
+fn announce_holding_lock(cell: u64) {
     if cell != 0 && ANNOUNCED_CELL.swap(cell, Ordering::AcqRel) != cell {
-        write_record(protocol::OUTPUT_OF, &cell.to_string());
+        write_record(&RuntimeRecord::OutputOf { cell });
     }
 }
 
@@ -195,7 +173,7 @@ fn run_erased(future: Pin<Box<dyn Future<Output = ()> + '_>>) {
     let runtime = shared_runtime();
     let cell = LAST_CELL.fetch_add(1, Ordering::AcqRel) + 1;
     crate::interrupt::clear();
-    write_record(protocol::CELL_START, &cell.to_string());
+    write_record(&RuntimeRecord::CellStart { cell });
     ANNOUNCED_CELL.store(cell, Ordering::Release);
     let _end = CellEnd;
     let outcome = runtime.block_on(async {
@@ -211,7 +189,7 @@ fn run_erased(future: Pin<Box<dyn Future<Output = ()> + '_>>) {
             // The cell's future has been dropped: its destructors ran, as asyncio's
             // CancelledError would unwind a coroutine. evcxr's catch_unwind ends the cell,
             // keeping the variables the cell did not create.
-            write_record(protocol::INTERRUPTED, "");
+            write_record(&RuntimeRecord::Interrupted);
             std::panic::resume_unwind(Box::new(Interrupted));
         }
     }
@@ -300,12 +278,7 @@ fn install_panic_hook() {
                 .location()
                 .map(|location| (location.file(), location.line(), location.column()))
                 .unwrap_or(("", 0, 0));
-            let json = format!(
-                "{{\"message\":{},\"file\":{},\"line\":{line},\"column\":{column}}}",
-                crate::display::json_string(&message),
-                crate::display::json_string(file),
-            );
-            write_record(protocol::PANIC, &json);
+            write_record(&RuntimeRecord::Panic { message, file: file.to_owned(), line, column });
             if std::thread::panicking() {
                 // A panic during another one's unwinding (in a `Drop`): the process aborts
                 // next. Give the output thread a moment to pass the records on, so the kernel
@@ -345,7 +318,7 @@ fn exit_without_teardown() {
 
 /// Output written to stdout and stderr is still in the queue that the user process's
 /// forwarder thread reads, and `_exit` would end that thread: ask it to pass on what came
-/// before ([`protocol::EXIT_FLUSH`]) and wait for its answer, a second at most.
+/// before ([`RuntimeRecord::ExitFlush`]) and wait for its answer, a second at most.
 fn wait_until_output_forwarded() {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -353,7 +326,7 @@ fn wait_until_output_forwarded() {
     let Ok(address) = SocketAddr::from_abstract_name(name) else { return };
     let Ok(answers) = UnixDatagram::bind_addr(&address) else { return };
     let _ = answers.set_read_timeout(Some(std::time::Duration::from_secs(1)));
-    write_record(protocol::EXIT_FLUSH, "");
+    write_record(&RuntimeRecord::ExitFlush);
     let _ = answers.recv(&mut [0u8; 8]);
 }
 

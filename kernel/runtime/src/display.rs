@@ -5,13 +5,12 @@
 //! rust_async::display::clear_output(true);
 //! ```
 
-use crate::cell::write_record;
-use crate::protocol;
+use crate::protocol::{self, RuntimeRecord};
+use crate::records::write_record;
 
 /// Shows `data` under the current cell as a `display_data` of the given mime type.
 pub fn show(mime_type: &str, data: &str) {
-    let json = format!("{{{}:{}}}", json_string(mime_type), json_string(data));
-    write_record(protocol::DISPLAY, &json);
+    write_record(&RuntimeRecord::Display { mime_type: mime_type.to_owned(), data: data.to_owned() });
 }
 
 pub fn html(html: &str) {
@@ -29,7 +28,7 @@ pub fn text(text: &str) {
 /// Clears the output of the current cell; with `wait`, only once new output arrives
 /// (which avoids flicker when redrawing a progress line).
 pub fn clear_output(wait: bool) {
-    write_record(protocol::CLEAR_OUTPUT, if wait { "true" } else { "false" });
+    write_record(&RuntimeRecord::ClearOutput { wait });
 }
 
 /// A cell's final value as evcxr's `:fmt` and `:types` ask for it (the kernel keeps them in the
@@ -101,21 +100,3 @@ fn format_with_spec(value: &dyn std::fmt::Debug, placeholder: &str) -> String {
     }
 }
 
-/// `text` as a JSON string literal (the runtime library carries no JSON dependency).
-pub(crate) fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for character in text.chars() {
-        match character {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}

@@ -27,6 +27,7 @@ pub use tokio::*;
 pub mod protocol;
 
 mod cell;
+mod records;
 pub mod display;
 mod interrupt;
 mod pending;
@@ -322,7 +323,7 @@ pub trait __DisplayFinalValue {
 impl<T: std::fmt::Debug + ?Sized> __DisplayFinalValue for T {
     fn evcxr_display(&self) {
         let text = display::final_value_text(&DebugOf(self), std::any::type_name::<T>());
-        cell::send_text_plain(&text);
+        records::send_text_plain(&text);
     }
 }
 
@@ -371,7 +372,7 @@ pub fn __dbg_here(line: u32, column: u32) {
 /// the cell's failure, so the error can be reported under its own type name.
 #[doc(hidden)]
 pub fn __report_error_type<T: ?Sized>(_error: &T) {
-    cell::write_record(protocol::ERROR_TYPE, std::any::type_name::<T>());
+    records::write_record(&protocol::RuntimeRecord::ErrorType { type_name: std::any::type_name::<T>().to_owned() });
 }
 
 // The print macros of cells. The kernel's prelude imports them by path (`use tokio::{..}`),

@@ -1,6 +1,8 @@
 // The control records the runtime library writes into the user process's stdout, between the
-// user's own output. This one file is the single source of these names: the runtime library
-// declares it as a module, the engine `include!`s it, so the two sides cannot drift apart.
+// user's own output. This one file is the single source of their format: the runtime library
+// declares it as a module and writes records with `RuntimeRecord::encode`; the engine
+// `include!`s it and reads them back (its `records` module), so the two sides cannot drift
+// apart. It has no dependencies: the runtime library carries no JSON crate of its own.
 //
 // A record is one write of `MARKER kind [payload]\n`. Stdout of the user process is a datagram
 // socket (see the engine's `user_process` module), so one write is one datagram and a record is
@@ -9,35 +11,100 @@
 /// Starts every control record. ASCII "record separator" makes it unlikely in real output.
 pub const MARKER: &str = "\u{1e}rust-async:";
 
-/// `cell-start N`: the implicit async block of cell N starts running.
-pub const CELL_START: &str = "cell-start";
-/// `output-of N`: the output that follows was written by code belonging to cell N
-/// (the cell itself or a task it spawned).
-pub const OUTPUT_OF: &str = "output-of";
-/// `panic {json}`: the cell's own code panicked: message and location in the generated source.
-pub const PANIC: &str = "panic";
-/// `interrupted`: the cell was cancelled at an await point by an interrupt.
-pub const INTERRUPTED: &str = "interrupted";
-/// `error-type NAME`: the error a `?` is about to return from the cell has this type.
-pub const ERROR_TYPE: &str = "error-type";
-/// `display {json}`: rich output (a Jupyter mime bundle) for the current cell.
-pub const DISPLAY: &str = "display";
-/// `clear-output true|false`: clear the current cell's output (`true`: when new output arrives).
-pub const CLEAR_OUTPUT: &str = "clear-output";
+/// What the runtime library tells the kernel, between the user's output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuntimeRecord {
+    /// The implicit async block of cell `cell` starts running.
+    CellStart { cell: u64 },
+    /// The output that follows was written by code belonging to cell `cell` (the cell itself
+    /// or a task it spawned).
+    OutputOf { cell: u64 },
+    /// The cell's own code panicked: its message, and where (in the generated source when
+    /// `file` is the cell crate's).
+    Panic { message: String, file: String, line: u32, column: u32 },
+    /// The cell was cancelled at an await point by an interrupt.
+    Interrupted,
+    /// The error a `?` is about to return from the cell has this type.
+    ErrorType { type_name: String },
+    /// Rich output for the current cell: `data` shown as `mime_type`.
+    Display { mime_type: String, data: String },
+    /// Clear the current cell's output (with `wait`: when new output arrives).
+    ClearOutput { wait: bool },
+    /// The process is exiting (`std::process::exit`). The user process's output forwarder
+    /// reads it after everything written before, sends that on, then answers with a datagram
+    /// to the abstract socket [`exit_ack_socket_name`], which the exit waits for (a second at
+    /// most): without it, the last lines printed before an exit were lost.
+    ExitFlush,
+}
 
-/// `exit-flush`: the process is exiting (`std::process::exit`). The user process's output
-/// forwarder reads it after everything written before, sends that on, then answers with a
-/// datagram to the abstract socket [`exit_ack_socket_name`], which the exit waits for (a
-/// second at most): without it, the last lines printed before an exit were lost.
+/// The kinds as they are written: each record's first word.
+pub const CELL_START: &str = "cell-start";
+pub const OUTPUT_OF: &str = "output-of";
+pub const PANIC: &str = "panic";
+pub const INTERRUPTED: &str = "interrupted";
+pub const ERROR_TYPE: &str = "error-type";
+pub const DISPLAY: &str = "display";
+pub const CLEAR_OUTPUT: &str = "clear-output";
 pub const EXIT_FLUSH: &str = "exit-flush";
 
+impl RuntimeRecord {
+    /// The record's kind (its first word) and payload: a number, a word, a type name, or a
+    /// JSON object (`panic`: message, file, line, column; `display`: a mime bundle).
+    pub fn kind_and_payload(&self) -> (&'static str, String) {
+        match self {
+            RuntimeRecord::CellStart { cell } => (CELL_START, cell.to_string()),
+            RuntimeRecord::OutputOf { cell } => (OUTPUT_OF, cell.to_string()),
+            RuntimeRecord::Panic { message, file, line, column } => (
+                PANIC,
+                format!(
+                    "{{\"message\":{},\"file\":{},\"line\":{line},\"column\":{column}}}",
+                    json_string(message),
+                    json_string(file)
+                ),
+            ),
+            RuntimeRecord::Interrupted => (INTERRUPTED, String::new()),
+            RuntimeRecord::ErrorType { type_name } => (ERROR_TYPE, type_name.clone()),
+            RuntimeRecord::Display { mime_type, data } => {
+                (DISPLAY, format!("{{{}:{}}}", json_string(mime_type), json_string(data)))
+            }
+            RuntimeRecord::ClearOutput { wait } => (CLEAR_OUTPUT, wait.to_string()),
+            RuntimeRecord::ExitFlush => (EXIT_FLUSH, String::new()),
+        }
+    }
+
+    /// The record as one line, ready to be written in one write.
+    pub fn encode(&self) -> String {
+        let (kind, payload) = self.kind_and_payload();
+        format!("{MARKER}{kind} {payload}\n")
+    }
+}
+
+/// `text` as a JSON string literal.
+pub fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Begins the location of a `dbg!` in stderr text: `{DEBUG_LOCATION}LINE:COLUMN\u{1e}`, where
-/// LINE:COLUMN is in the generated source. The kernel puts the cell's own line and column in
+/// LINE:COLUMN is in the generated source. The kernel puts the cell's line and column in
 /// its place (it knows the cell's code and its generated source; the user process does not).
 pub const DEBUG_LOCATION: &str = "\u{1e}dbg:";
 
 /// The abstract Unix socket name on which the exiting process `pid` awaits the answer to
-/// [`EXIT_FLUSH`].
+/// [`RuntimeRecord::ExitFlush`].
 pub fn exit_ack_socket_name(pid: u32) -> String {
     format!("rust-async-{pid}-exit")
 }

@@ -4,7 +4,7 @@
 //! ([`FromEngine`]), so a cell's outputs always reach iopub before its reply.
 
 use rust_async_engine::runtime_library::RuntimeLibrary;
-use rust_async_engine::{CellOutcome, Completions, Engine, EngineEvent, InputReader, Interrupter, Session};
+use rust_async_engine::{CellError, CellOutcome, Completions, Engine, EngineEvent, ErrorKind, InputReader, Interrupter, Session};
 use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::{mpsc::UnboundedReceiver, mpsc::UnboundedSender, oneshot};
@@ -128,11 +128,8 @@ fn spawn(events: UnboundedSender<FromEngine>) -> (EngineHandle, oneshot::Receive
                 match job {
                     Job::Execute { code, input, interrupts_at_send } => {
                         let outcome = guarded(|| engine.execute(&code, input, interrupts_at_send)).unwrap_or_else(|message| {
-                            CellOutcome::Failure(rust_async_engine::CellError {
-                                name: "KernelError".into(),
-                                message: format!("The kernel failed while running this cell: {message}"),
-                                traceback: vec![format!("\x1b[1;31mKernelError\x1b[0m: {message}")],
-                            })
+                            let message = format!("The kernel failed while running this cell: {message}");
+                            CellOutcome::Failure(CellError::one_line(ErrorKind::KernelError, message))
                         });
                         let _ = events.send(FromEngine::Finished(outcome));
                     }

@@ -9,7 +9,7 @@ pub struct History {
 }
 
 /// Session number reported for this session's entries (Jupyter counts sessions from 1).
-pub const SESSION: i32 = 1;
+pub const SESSION: usize = 1;
 
 impl History {
     pub fn new() -> History {

@@ -10,25 +10,20 @@
 //! The same executable is also evcxr's user-code process: evcxr re-executes it with an
 //! environment variable set, and `runtime_hook` then never returns.
 
+mod control;
 mod engine_thread;
 mod history;
 mod install;
 mod kernel;
+mod replies;
+mod shell;
+mod sockets;
 mod spare;
 
 fn main() {
-    // As cargo's rustc wrapper while a cell compiles (see rustc_wrapper.rs).
-    rust_async_engine::rustc_wrapper::wrap_rustc_if_asked();
-    // rust-analyzer's process, for completion and inspection (see analysis_process.rs).
-    let mut args = std::env::args_os().skip(1);
-    if let (Some(command), Some(root)) = (args.next(), args.next()) {
-        if command == rust_async_engine::analysis_process::ANALYSIS_COMMAND {
-            rust_async_engine::analysis_process::serve(std::path::Path::new(&root));
-        }
-    }
-    // In the user-code process: rewire its streams, then become evcxr's loop.
-    rust_async_engine::user_process::prepare();
-    evcxr::runtime_hook();
+    // As cargo's rustc wrapper, rust-analyzer's process or evcxr's user-code process, this
+    // never returns.
+    rust_async_engine::serve_process_role();
 
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {

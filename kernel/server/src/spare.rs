@@ -55,6 +55,30 @@ pub fn enabled() -> bool {
     std::env::var(SWITCH_ENV).is_ok_and(|value| value == "1")
 }
 
+/// What a spare tells the launcher whose claim it took: one JSON line each, in this order.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "spare", rename_all = "kebab-case")]
+enum SpareMessage {
+    /// The claim is taken: this spare serves the launcher's notebook.
+    Claimed,
+    /// Its engine is up (the next spare may start: earlier, it would slow this one down).
+    Ready,
+    /// Its last word: it exits with this status.
+    Exit { status: i32 },
+}
+
+impl SpareMessage {
+    fn send(&self, mut to: &UnixStream) -> std::io::Result<()> {
+        let mut line = serde_json::to_string(self).map_err(std::io::Error::other)?;
+        line.push('\n');
+        to.write_all(line.as_bytes())
+    }
+
+    fn read(line: &str) -> Option<SpareMessage> {
+        serde_json::from_str(line).ok()
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Claim {
     connection_file: PathBuf,
@@ -93,7 +117,7 @@ pub fn claim(connection_file: &str) -> Option<Claimed> {
         }
         let mut stream = BufReader::new(stream);
         let mut answer = String::new();
-        if stream.read_line(&mut answer).is_ok() && answer.trim_end() == "claimed" {
+        if stream.read_line(&mut answer).is_ok() && SpareMessage::read(&answer) == Some(SpareMessage::Claimed) {
             let _ = stream.get_ref().set_read_timeout(None);
             return Some(Claimed { spare_pid, stream });
         }
@@ -119,18 +143,14 @@ pub fn serve_as_launcher(claimed: Claimed) -> ! {
         // SAFETY: installing a handler that only calls kill.
         unsafe { libc::signal(signal, pass_signal_on as *const () as libc::sighandler_t) };
     }
-    // The spare says `ready` when its engine is up (then the next spare may start: earlier,
-    // it would slow this one down) and `exit N` as its last line; without that, it died.
+    // The spare says when its engine is up, and its exit status last; without that, it died.
     let mut status = 1;
     for line in claimed.stream.lines() {
-        match line {
-            Ok(line) if line == "ready" => spawn_spare(),
-            Ok(line) => {
-                if let Some(code) = line.strip_prefix("exit ") {
-                    status = code.trim().parse().unwrap_or(1);
-                }
-            }
-            Err(_) => break,
+        let Ok(line) = line else { break };
+        match SpareMessage::read(&line) {
+            Some(SpareMessage::Ready) => spawn_spare(),
+            Some(SpareMessage::Exit { status: exit_status }) => status = exit_status,
+            Some(SpareMessage::Claimed) | None => {}
         }
     }
     std::process::exit(status)
@@ -218,7 +238,7 @@ pub fn serve_spare() -> anyhow::Result<()> {
     drop(listener);
     drop(slot);
     // Accepted only now, so the launcher finds the slot free for the next spare.
-    let accepted = claimed.filter(|(stream, _)| (&*stream).write_all(b"claimed\n").is_ok());
+    let accepted = claimed.filter(|(stream, _)| SpareMessage::Claimed.send(stream).is_ok());
     let Some((stream, claim)) = accepted else {
         let (done, stopped) = tokio::sync::oneshot::channel();
         engine.handle.send(Job::Shutdown { done });
@@ -249,9 +269,9 @@ pub fn serve_spare() -> anyhow::Result<()> {
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let mut reporter = stream.try_clone()?;
+    let reporter = stream.try_clone()?;
     let report_ready = move || {
-        let _ = reporter.write_all(b"ready\n");
+        let _ = SpareMessage::Ready.send(&reporter);
     };
     let served = runtime.block_on(kernel::run(&claim.connection_file.to_string_lossy(), engine, report_ready));
     let status = match &served {
@@ -261,7 +281,7 @@ pub fn serve_spare() -> anyhow::Result<()> {
             1
         }
     };
-    let _ = (&stream).write_all(format!("exit {status}\n").as_bytes());
+    let _ = SpareMessage::Exit { status }.send(&stream);
     std::process::exit(status)
 }
 
@@ -436,4 +456,22 @@ fn key() -> String {
 /// The one-spare-per-key slot: an exclusive `flock` held by the spare that stands by.
 fn slot(directory: &Path, key: &str) -> PathBuf {
     directory.join(format!("{key}.lock"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handshake_travels_as_one_line_a_message() {
+        let (spare, launcher) = UnixStream::pair().unwrap();
+        for message in [SpareMessage::Claimed, SpareMessage::Ready, SpareMessage::Exit { status: 3 }] {
+            message.send(&spare).unwrap();
+        }
+        drop(spare);
+        let lines: Vec<String> = BufReader::new(launcher).lines().map(Result::unwrap).collect();
+        let read: Vec<Option<SpareMessage>> = lines.iter().map(|line| SpareMessage::read(line)).collect();
+        assert_eq!(read, [Some(SpareMessage::Claimed), Some(SpareMessage::Ready), Some(SpareMessage::Exit { status: 3 })]);
+        assert_eq!(SpareMessage::read("claimed"), None, "free text is not a message");
+    }
 }

@@ -20,8 +20,10 @@
 //! [`encode`]: crate::encode
 
 use jupyter_protocol::{
-    ExecuteReply, ExecutionCount, JupyterMessageContent, ReplyError, ReplyStatus, UnknownMessage,
+    ExecuteReply, ExecutionCount, ExpressionResult, JupyterMessageContent, Payload, ReplyError, ReplyStatus,
+    UnknownMessage,
 };
+use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use crate::WireError;
@@ -52,14 +54,18 @@ pub fn aborted_reply(request_msg_type: &str) -> JupyterMessageContent {
     )
 }
 
-/// A successful `execute_reply`, with the empty `user_expressions` and
-/// `payload` that clients expect.
-pub fn execute_reply_ok(execution_count: usize) -> JupyterMessageContent {
+/// A successful `execute_reply`: `payload` (a page of documentation, say) and the values of
+/// the request's `user_expressions` (an empty dict when none, as clients expect).
+pub fn execute_reply_ok(
+    execution_count: usize,
+    payload: Vec<Payload>,
+    user_expressions: HashMap<String, ExpressionResult>,
+) -> JupyterMessageContent {
     ExecuteReply {
         status: ReplyStatus::Ok,
         execution_count: ExecutionCount::new(execution_count),
-        payload: Vec::new(),
-        user_expressions: Some(Default::default()),
+        payload,
+        user_expressions: Some(user_expressions),
         error: None,
     }
     .into()
