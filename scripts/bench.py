@@ -103,19 +103,17 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv"
-VENV_JUPYTER_DATA = Path(sys.prefix) / "share" / "jupyter"
 KERNEL_NAME = "rust-async"
 BEFORE_KERNEL_NAME = "rust-async-before"
 
 # The kernelspec scripts/setup installed into this environment wins over any other
 # `rust-async` one (as in tests/ and scripts/run-notebooks). Child processes inherit it.
-os.environ["JUPYTER_PATH"] = os.pathsep.join(
-    p for p in [str(VENV_JUPYTER_DATA), os.environ.get("JUPYTER_PATH", "")] if p
-)
+import jupyter_support  # noqa: E402  (beside this script)
+
+jupyter_support.use_checkouts_kernelspec()
 
 import nbformat  # noqa: E402  (after JUPYTER_PATH, like the jupyter imports)
 import psutil  # noqa: E402
-import zmq  # noqa: E402
 from jupyter_client import KernelManager  # noqa: E402
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
@@ -450,47 +448,28 @@ class Kernel:
         return [pid] if pid else []
 
     def execute(self, code: str, timeout: float = CELL_TIMEOUT) -> CellResult:
-        kc = self.kc
-        msg_id = kc.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
-        start = time.perf_counter()
-        deadline = time.monotonic() + timeout
-        poller = zmq.Poller()
-        poller.register(kc.shell_channel.socket, zmq.POLLIN)
-        poller.register(kc.iopub_channel.socket, zmq.POLLIN)
-        reply: dict[str, Any] | None = None
-        elapsed = 0.0
-        idle = False
+        msg_id = self.kc.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
+        start = time.monotonic()
+        arrivals: dict[str, float] = {}
+        try:
+            reply, msgs = jupyter_support.collect(self.kc, msg_id, timeout, arrivals=arrivals,
+                                                  alive=self.km.is_alive)
+        except jupyter_support.KernelDied:
+            raise KernelFailed(f"{self.label}: the kernel died") from None
+        except TimeoutError as timeout_error:
+            raise KernelFailed(f"{self.label}: {timeout_error}; cell:\n{code}") from None
+        elapsed = arrivals[reply["header"]["msg_id"]] - start
         stdout: list[str] = []
         errors: list[str] = []
         result: list[str] = []
-        while reply is None or not idle:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise KernelFailed(
-                    f"{self.label}: no {'reply' if reply is None else 'idle'} within "
-                    f"{timeout:.0f} s for cell:\n{code}"
-                )
-            if not self.km.is_alive():
-                raise KernelFailed(f"{self.label}: the kernel died")
-            events = dict(poller.poll(min(left, 1.0) * 1000))
-            if kc.shell_channel.socket in events:
-                msg = kc.get_shell_msg(timeout=0)
-                if msg["parent_header"].get("msg_id") == msg_id:
-                    elapsed = time.perf_counter() - start
-                    reply = msg
-            if kc.iopub_channel.socket in events:
-                msg = kc.get_iopub_msg(timeout=0)
-                if msg["parent_header"].get("msg_id") != msg_id:
-                    continue
-                kind, content = msg["msg_type"], msg["content"]
-                if kind == "stream" and content.get("name") == "stdout":
-                    stdout.append(content["text"])
-                elif kind == "execute_result":
-                    result.append(content.get("data", {}).get("text/plain", ""))
-                elif kind == "error":
-                    errors.append(f"{content.get('ename')}: {content.get('evalue')}")
-                elif kind == "status" and content.get("execution_state") == "idle":
-                    idle = True
+        for msg in msgs:
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream" and content.get("name") == "stdout":
+                stdout.append(content["text"])
+            elif kind == "execute_result":
+                result.append(content.get("data", {}).get("text/plain", ""))
+            elif kind == "error":
+                errors.append(f"{content.get('ename')}: {content.get('evalue')}")
         content = reply["content"]
         status = content.get("status", "?")
         if status == "error" and not errors:

@@ -59,10 +59,9 @@ DEFAULT_SOURCE = REPO / "notebooks" / "exercises" / "source"
 
 # The kernelspec scripts/setup installed into this Python's environment wins over any other one
 # of the same name. Set before jupyter_client is imported.
-_VENV_JUPYTER = Path(sys.prefix) / "share" / "jupyter"
-os.environ["JUPYTER_PATH"] = os.pathsep.join(
-    p for p in [str(_VENV_JUPYTER), os.environ.get("JUPYTER_PATH", "")] if p
-)
+import jupyter_support  # noqa: E402  (beside this script)
+
+jupyter_support.use_checkouts_kernelspec()
 # Graded kernels never download (a `:dep` in a submission only finds crates already in this
 # machine's cargo cache): the same result on every run, whatever the network does. The grading
 # kernels inherit this process's environment.

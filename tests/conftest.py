@@ -20,23 +20,22 @@ from jupyter_client import KernelManager
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_kernel_test.msgspec_v5 import schema_fragments, validate_message
 
-KERNEL_NAME = "rust-async"
+# What the tests share with scripts/bench and scripts/grade (scripts/jupyter_support.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import jupyter_support  # noqa: E402
+from jupyter_support import KERNEL_NAME, REPO, VENV_JUPYTER_DATA, parent_id, summary  # noqa: E402,F401
+
 DISPLAY_NAME = "Rust (async)"
 # evcxr starts slowly (it builds and loads the first cell's crate): be generous.
 STARTUP_TIMEOUT = 120
 # The first cell of a kernel also builds what later cells reuse.
 FIRST_CELL_TIMEOUT = 180
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_JUPYTER_DATA = Path(sys.prefix) / "share" / "jupyter"
-
 # Make the kernelspec that scripts/setup installed into this environment win over any other
 # `rust-async` kernelspec (a per-user one from `rust-async-kernel install --user`, say): the
 # tests must exercise the binary and kernelspec of this checkout. Set before any
 # KernelSpecManager exists; child processes (nbconvert) inherit it.
-os.environ["JUPYTER_PATH"] = os.pathsep.join(
-    p for p in [str(VENV_JUPYTER_DATA), os.environ.get("JUPYTER_PATH", "")] if p
-)
+jupyter_support.use_checkouts_kernelspec()
 
 Msg = dict[str, Any]
 
@@ -219,10 +218,6 @@ def drain(kc: BlockingKernelClient, seconds: float) -> list[Msg]:
     return msgs
 
 
-def parent_id(msg: Msg) -> str | None:
-    return (msg.get("parent_header") or {}).get("msg_id")
-
-
 def check_msg(msg: Msg) -> None:
     """Validates a message against the v5 message spec (jupyter_kernel_test's schemas).
 
@@ -238,80 +233,19 @@ def check_msg(msg: Msg) -> None:
     validate_message(msg, msg_type)
 
 
-def collect(
-    kc: BlockingKernelClient,
-    msg_id: str,
-    timeout: float = 60,
-    *,
-    stdin_hook: Callable[[Msg], None] | None = None,
-    arrivals: dict[str, float] | None = None,
-) -> tuple[Msg, list[Msg]]:
-    """Waits for the shell reply to request `msg_id` and for its iopub `idle` status.
-
-    Returns (reply, iopub messages of that request in arrival order, from `busy` to `idle`).
-    Messages belonging to other requests are dropped. `stdin_hook` is called with every
-    stdin-channel message of the request (input_request). `arrivals`, when given, receives
-    `time.monotonic()` at the arrival of each collected message, by the message's own msg_id.
-    Every collected message is validated against the message spec.
-    """
-    deadline = time.monotonic() + timeout
-    reply: Msg | None = None
-    idle = False
-    msgs: list[Msg] = []
-    while reply is None or not idle:
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"request {msg_id}: no {'reply' if reply is None else 'idle status'} "
-                f"within {timeout}s; iopub so far: {[summary(m) for m in msgs]}"
-            )
-        got_iopub = False
-        if not idle:
-            msg = _get(kc.get_iopub_msg, 0.02)
-            if msg is not None:
-                got_iopub = True
-                if parent_id(msg) == msg_id:
-                    if arrivals is not None:
-                        arrivals[msg["header"]["msg_id"]] = time.monotonic()
-                    check_msg(msg)
-                    msgs.append(msg)
-                    if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                        idle = True
-        if reply is None:
-            msg = _get(kc.get_shell_msg, 0 if got_iopub or not idle else 0.02)
-            if msg is not None and parent_id(msg) == msg_id:
-                if arrivals is not None:
-                    arrivals[msg["header"]["msg_id"]] = time.monotonic()
-                check_msg(msg)
-                reply = msg
-        if stdin_hook is not None:
-            msg = _get(kc.get_stdin_msg, 0)
-            if msg is not None and parent_id(msg) == msg_id:
-                check_msg(msg)
-                stdin_hook(msg)
-    return reply, msgs
+def collect(kc: BlockingKernelClient, msg_id: str, timeout: float = 60, **collecting: Any) -> tuple[Msg, list[Msg]]:
+    """Waits for the shell reply to request `msg_id` and for its iopub `idle` status
+    (`jupyter_support.collect`: `stdin_hook`, `arrivals`), validating every collected message
+    against the message spec. Returns (reply, iopub messages of that request in arrival
+    order, from `busy` to `idle`)."""
+    return jupyter_support.collect(kc, msg_id, timeout, check=check_msg, **collecting)
 
 
-def run(
-    kc: BlockingKernelClient,
-    code: str,
-    timeout: float = 60,
-    *,
-    silent: bool = False,
-    store_history: bool = True,
-    allow_stdin: bool = False,
-    stop_on_error: bool = True,
-    stdin_hook: Callable[[Msg], None] | None = None,
-    arrivals: dict[str, float] | None = None,
-) -> tuple[Msg, list[Msg]]:
-    """Executes `code` and returns (execute_reply, iopub messages of the request)."""
-    msg_id = kc.execute(
-        code,
-        silent=silent,
-        store_history=store_history,
-        allow_stdin=allow_stdin,
-        stop_on_error=stop_on_error,
-    )
-    return collect(kc, msg_id, timeout, stdin_hook=stdin_hook, arrivals=arrivals)
+def run(kc: BlockingKernelClient, code: str, timeout: float = 60, **options: Any) -> tuple[Msg, list[Msg]]:
+    """Executes `code` and returns (execute_reply, iopub messages of the request), every
+    message validated. `options`: `silent`, `store_history`, `allow_stdin`, `stop_on_error`,
+    `stdin_hook`, `arrivals` (`jupyter_support.run`)."""
+    return jupyter_support.run(kc, code, timeout, check=check_msg, **options)
 
 
 def wait_for_iopub(
@@ -378,21 +312,6 @@ def inspect_when_ready(kc: BlockingKernelClient, code: str, timeout: float = 90)
         if not starting or time.monotonic() > deadline:
             return reply
         time.sleep(0.5)
-
-
-def summary(msg: Msg) -> str:
-    """A one-line description of a message, for assertion messages."""
-    t = msg["msg_type"]
-    c = msg["content"]
-    if t == "status":
-        return f"status:{c.get('execution_state')}"
-    if t == "stream":
-        return f"stream:{c.get('name')}:{c.get('text')!r}"
-    if t == "error":
-        return f"error:{c.get('ename')}:{c.get('evalue')!r}"
-    if t in ("execute_result", "display_data"):
-        return f"{t}:{sorted(c.get('data', {}))}:{c.get('data', {}).get('text/plain')!r}"
-    return t
 
 
 def of_type(msgs: list[Msg], msg_type: str) -> list[Msg]:
