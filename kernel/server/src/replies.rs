@@ -7,11 +7,10 @@ use rust_async_engine::{render, CellError, CellOutcome, Completions, Output, Str
 use rust_async_wire::jupyter_protocol::{
     ClearOutput, CodeMirrorMode, CompleteReply, DisplayData, ErrorOutput, ExecuteResult, ExecutionCount,
     ExpressionResult, HelpLink, HistoryEntry, HistoryReply, InspectReply, IsCompleteReply, IsCompleteReplyStatus,
-    JupyterMessageContent, KernelInfoReply, LanguageInfo, Media, Payload, ReplyStatus, StreamContent, Stdio,
+    JupyterMessageContent, KernelInfoReply, LanguageInfo, Media, ReplyStatus, StreamContent, Stdio,
     Transient, UpdateDisplayData,
 };
 use rust_async_wire::content;
-use std::collections::HashMap;
 
 /// A mime bundle (`{"text/plain": ...}`) as `jupyter_protocol`'s media.
 pub(crate) fn media(bundle: serde_json::Map<String, serde_json::Value>) -> Media {
@@ -138,14 +137,6 @@ pub(crate) fn result_content(count: usize, data: serde_json::Map<String, serde_j
 pub(crate) fn error_output(error: &CellError) -> ErrorOutput {
     let rendered = render::render(error);
     ErrorOutput { ename: rendered.ename, evalue: rendered.evalue, traceback: rendered.traceback }
-}
-
-pub(crate) fn execute_reply_ok(
-    count: usize,
-    payload: Vec<Payload>,
-    user_expressions: HashMap<String, ExpressionResult>,
-) -> JupyterMessageContent {
-    content::execute_reply_ok(count, payload, user_expressions)
 }
 
 pub(crate) fn execute_reply_error(count: usize, error: &CellError) -> JupyterMessageContent {

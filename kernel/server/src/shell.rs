@@ -190,7 +190,7 @@ impl ShellLoop {
                 }
             };
             let payload = vec![Payload::Page { data, start: 0 }];
-            reply(shell, &shared, request, replies::execute_reply_ok(count, payload, HashMap::new())).await;
+            reply(shell, &shared, request, content::execute_reply_ok(count, payload, HashMap::new())).await;
             return Handled::Ok;
         }
         match self.run_cell(request, &execute.code, execute.allow_stdin, interrupts_at_send).await {
@@ -207,7 +207,7 @@ impl ShellLoop {
                 for (name, expression) in execute.user_expressions.clone().unwrap_or_default() {
                     user_expressions.insert(name, self.evaluate_expression(request, &expression).await);
                 }
-                reply(shell, &shared, request, replies::execute_reply_ok(count, vec![], user_expressions)).await;
+                reply(shell, &shared, request, content::execute_reply_ok(count, vec![], user_expressions)).await;
                 Handled::Ok
             }
             CellOutcome::Failure(error) => {
