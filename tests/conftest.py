@@ -334,6 +334,14 @@ def stream_text(msgs: list[Msg], name: str = "stdout") -> str:
     return "".join(m["content"]["text"] for m in of_type(msgs, "stream") if m["content"]["name"] == name)
 
 
+def notice_text(msgs: list[Msg]) -> str:
+    """The kernel's own notices under a cell (warnings, notes), one per line: they come as
+    `display_data` with a plain-text form and an HTML box, never as stderr (graders count
+    stderr as a failure)."""
+    return "".join(m["content"]["data"]["text/plain"] + "\n" for m in of_type(msgs, "display_data")
+                   if 'class="rust-async-notice"' in m["content"]["data"].get("text/html", ""))
+
+
 def the_error(msgs: list[Msg]) -> Msg:
     """The one `error` message among `msgs` (fails if there is not exactly one)."""
     errors = of_type(msgs, "error")

@@ -29,6 +29,7 @@ from conftest import (
     run,
     start_kernel,
     stop_kernel,
+    notice_text,
     stream_text,
     summary,
     the_error,
@@ -499,14 +500,15 @@ def test_a_future_that_is_never_awaited_gets_a_warning(kc):
                           "let kept_greeting = greet_never();\n"
                           "1")
     ok(reply, msgs)
-    warning = stream_text(msgs, "stderr")
+    assert stream_text(msgs, "stderr") == "", "a notice is not stderr text, which graders score 0"
+    warning = notice_text(msgs)
     assert "(line 1, column 1)" in warning and "(line 2, column 1)" in warning, warning
     assert "line 3" not in warning, warning
     assert "never runs" in warning and "`.await`" in warning
     assert "greeted" not in stream_text(msgs)
     reply, msgs = run(kc, "greet_never().await;\nkept_greeting.await;")
     ok(reply, msgs)
-    assert stream_text(msgs, "stderr") == ""
+    assert stream_text(msgs, "stderr") == "" and notice_text(msgs) == ""
     assert stream_text(msgs) == "greeted\ngreeted\n"
 
 
@@ -751,7 +753,7 @@ def test_a_static_defined_again_starts_anew_and_says_so(kc):
     reply, msgs = run(kc, "static COUNT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(100);\ncount()")
     ok(reply, msgs)
     assert result_text(msgs) == "101", "the function from before uses the new static"
-    assert "`COUNT` starts anew" in stream_text(msgs, "stderr"), [summary(m) for m in msgs]
+    assert "`COUNT` starts anew" in notice_text(msgs), [summary(m) for m in msgs]
 
 
 COURSE_CRATES_CELL = """use serde::{Deserialize, Serialize};

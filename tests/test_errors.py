@@ -14,6 +14,7 @@ from conftest import (
     plain,
     result_text,
     run,
+    notice_text,
     stream_text,
     summary,
     the_error,
@@ -88,7 +89,7 @@ def test_a_variable_lost_to_a_redefined_type_is_told_under_the_cell_that_lost_it
     # evcxr finds the loss when the next code runs: here, in the same cell.
     reply, msgs = run(kc, "#[derive(Debug)] struct Spot { x: i32, y: i32 }\nlet after = 1;")
     assert reply["content"]["status"] == "ok", reply["content"]
-    said = stream_text(msgs, "stderr")
+    said = notice_text(msgs)
     assert "`spot` was lost: the type of its value was defined again" in said, said
     assert "redefined" not in said, "evcxr's own line is replaced, not repeated"
     reply, _ = run(kc, "spot")
@@ -276,7 +277,7 @@ def test_a_task_that_ends_the_process_while_the_next_cell_compiles_does_not_fail
     reply, msgs = collect(kc, innocent, 120)
     assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
     assert stream_text(msgs, "stdout") == "innocent true\n", [summary(m) for m in msgs]
-    told = stream_text(msgs, "stderr")
+    told = notice_text(msgs)
     assert "ended while no cell was running" in told and "exit status: 3" in told, told
     # Only the variables are gone, and the hint says why.
     reply, msgs = run(kc, "kept")

@@ -202,7 +202,9 @@ def test_nbgrader_round_trip(tmp_path):
     # nbgrader puts back deleted test cells (OverwriteCells.add_missing_cells), but not other
     # deleted cells: for `empty` the tests fail to compile instead of panicking (0 points all
     # the same). The test of task 2 that `wrong` deleted is put back and passes.
-    groups = {"a": ["correct", "empty"], "b": ["wrong"]}
+    # `noisy` is `correct` with an answer that floods its output and drops a future unawaited:
+    # the kernel's notices about that must not cost points (nbgrader scores stderr text 0).
+    groups = {"a": ["correct", "empty"], "b": ["wrong", "noisy"]}
     courses = {}
     for name in groups:
         course = tmp_path / name
@@ -227,7 +229,10 @@ def test_nbgrader_round_trip(tmp_path):
         for student in students:
             dest = courses[name] / "submitted" / student / ASSIGNMENT
             dest.mkdir(parents=True)
-            shutil.copy(FIXTURES / student / f"{ASSIGNMENT}.ipynb", dest)
+            if student == "noisy":
+                nbformat.write(noisy_submission(), dest / f"{ASSIGNMENT}.ipynb")
+            else:
+                shutil.copy(FIXTURES / student / f"{ASSIGNMENT}.ipynb", dest)
     procs = [nbgrader(course, "autograde", ASSIGNMENT) for course in courses.values()]
     for proc in procs:
         finish(proc, 300)
@@ -237,11 +242,38 @@ def test_nbgrader_round_trip(tmp_path):
             for student in students:
                 submission = gb.find_submission(ASSIGNMENT, student)
                 assert submission.max_score == 12
-                assert submission.score == TOTALS[student], student
+                # `noisy` passes every test, as `correct` does.
+                assert submission.score == TOTALS.get(student, TOTALS["correct"]), student
                 # Cell by cell, nbgrader agrees with scripts/grade.
                 nb = gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, student)
                 scores = {g.name: g.score for g in nb.grades}
-                assert scores == {t: (POINTS[t] if t not in OUTCOMES[student] else 0) for t in TESTS}, student
+                assert scores == {t: (POINTS[t] if t not in OUTCOMES.get(student, {}) else 0) for t in TESTS}, student
+
+    # The students still see the notices: as displays under the cells, not as stderr.
+    graded = nbformat.read(courses["b"] / "autograded" / "noisy" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    by_id = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in graded.cells}
+    for cell_id, notice in [("test_double_later", "output truncated"), ("double_later", "never runs")]:
+        outputs = by_id[cell_id].outputs
+        assert not any(o.output_type == "stream" and o.name == "stderr" for o in outputs), (cell_id, outputs)
+        notices = [o.data["text/plain"] for o in outputs
+                   if o.output_type == "display_data" and 'class="rust-async-notice"' in o.data.get("text/html", "")]
+        assert any(notice in text for text in notices), (cell_id, notices)
+
+
+def noisy_submission() -> nbformat.NotebookNode:
+    """The `correct` sample, with an answer that prints more than a cell may (the test cell that
+    calls it gets the kernel's truncation notice) and makes a future it never awaits."""
+    nb = nbformat.read(FIXTURES / "correct" / f"{ASSIGNMENT}.ipynb", as_version=4)
+    (answer,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "double_later"]
+    answer.source = (
+        "async fn double_later(x: u64) -> u64 {\n"
+        "    tokio::time::sleep(Duration::from_millis(10)).await;\n"
+        '    println!("{}", "chatter ".repeat(300_000));\n'
+        "    2 * x\n"
+        "}\n"
+        "tokio::time::sleep(Duration::from_millis(1));"
+    )
+    return nb
 
 
 def test_grade_the_agents_exercises(tmp_path):

@@ -12,7 +12,7 @@ use crate::prelude::PRELUDE;
 use crate::work_dir::NEVER_AWAITED_FILE;
 use crate::{
     diagnostics, hints, never_awaited, offline_setting, refusals, runtime_library, variable_types, CellOutcome, Engine,
-    EngineEvent, InputReader, Output, StreamName,
+    EngineEvent, InputReader, Output,
 };
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -100,9 +100,9 @@ impl Engine {
         true
     }
 
-    /// Shows `text` on stderr under cell `cell` (`None`: the one running).
+    /// Shows the notice `text` under cell `cell` (`None`: the one running).
     fn note(&self, cell: Option<u64>, text: String) {
-        (self.sink)(EngineEvent::Output { cell, output: Output::Stream { name: StreamName::Stderr, text } });
+        (self.sink)(EngineEvent::Output { cell, output: Output::Notice { text } });
     }
 
     fn execute_code(&mut self, source: &CellSource, code: &str, input: InputReader, interrupts_at_send: u64) -> CellOutcome {

@@ -92,6 +92,11 @@ pub enum Output {
     /// same id replaces it where it was shown.
     Display { data: serde_json::Value, display_id: Option<String>, update: bool },
     ClearOutput { wait: bool },
+    /// The kernel's own words under a cell, not the user's output: a warning (a future never
+    /// awaited), a note (a variable lost, output cut short, statics started anew). Shown as a
+    /// display, not on stderr: graders (nbgrader) score a test cell 0 for any stderr text, and
+    /// a notice is no failure.
+    Notice { text: String },
 }
 
 #[derive(Debug, Clone)]

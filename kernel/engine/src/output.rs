@@ -167,7 +167,7 @@ impl HeldStderr {
                  other type it holds was written anew), and a value made with the old definition \
                  cannot be kept as one of the new. Run the code that makes `{name}` again.\n"
             );
-            events.push(EngineEvent::Output { cell: None, output: Output::Stream { name: StreamName::Stderr, text } });
+            events.push(EngineEvent::Output { cell: None, output: Output::Notice { text } });
         }
         events
     }
@@ -396,6 +396,10 @@ fn handle_record(
             drop(state);
             sink(EngineEvent::Output { cell, output: Output::ClearOutput { wait } });
         }
+        Record::Notice { text } => {
+            drop(state);
+            sink(EngineEvent::Output { cell, output: Output::Notice { text } });
+        }
         // A first run that evcxr stopped to drop lost variables; it runs the cell again.
         Record::CellEnd if state.fate.cell.is_none() && state.held_stderr.has_notice() => {}
         Record::CellEnd => {
@@ -417,7 +421,7 @@ fn handle_record(
                 let text = "stdin gave no line, so reading it fails: the front end does not allow \
                             input (as when a notebook is run by nbconvert or a grader), or the \
                             cell was interrupted while it waited for one.\n".to_owned();
-                sink(EngineEvent::Output { cell, output: Output::Stream { name: StreamName::Stderr, text } });
+                sink(EngineEvent::Output { cell, output: Output::Notice { text } });
             }
             let _ = records::send_line(replies, &InputReply { line });
         }
@@ -443,11 +447,13 @@ mod tests {
         assert_eq!(locate_debug_prints(&format!("{mark}3:5\u{1e} v\n"), None), "[dbg in code of an earlier cell] v\n");
     }
 
+    /// The released events as (cell, text): stderr text as it was, a notice marked "notice: ".
     fn streams(events: &[EngineEvent]) -> Vec<(Option<u64>, String)> {
         events
             .iter()
             .map(|event| match event {
                 EngineEvent::Output { cell, output: Output::Stream { name: StreamName::Stderr, text } } => (*cell, text.clone()),
+                EngineEvent::Output { cell, output: Output::Notice { text } } => (*cell, format!("notice: {text}")),
                 _ => panic!("only stderr text is held"),
             })
             .collect()
@@ -464,7 +470,7 @@ mod tests {
         assert_eq!(released[0], (Some(2), "task of cell 2\n".to_owned()));
         assert_eq!(released.len(), 2);
         assert_eq!(released[1].0, None);
-        assert!(released[1].1.starts_with("`p` was lost: the type of its value was defined again"), "{}", released[1].1);
+        assert!(released[1].1.starts_with("notice: `p` was lost: the type of its value was defined again"), "{}", released[1].1);
         assert!(held.release().is_empty(), "released once");
     }
 

@@ -31,6 +31,9 @@ pub(crate) enum Record {
     Display { data: serde_json::Value },
     /// Clear the current cell's output (with `wait`: when new output arrives).
     ClearOutput { wait: bool },
+    /// The kernel's own notice under the current cell (from the engine's side of the output
+    /// socket: the note that a cell's output was cut short).
+    Notice { text: String },
     /// evcxr's loop finished the cell: everything the cell wrote was sent before this.
     CellEnd,
     /// evcxr's loop reports that the cell returned an error through `?`.

@@ -1,6 +1,6 @@
 //! The one place a [`CellError`] becomes what Jupyter shows: `ename`, `evalue` and a
 //! traceback of ANSI-coloured lines (as rustc colours its own), used by the engine and the
-//! server alike.
+//! server alike. Also how the kernel's own notices ([`crate::Output::Notice`]) look.
 
 use crate::cell_error::{CellError, Problem, Span};
 
@@ -41,6 +41,35 @@ pub fn plain_text(error: &CellError) -> String {
         plain.push('\n');
     }
     plain
+}
+
+/// The mime bundle that shows a notice: a plain-text form (nbconvert's text, a terminal) and a
+/// boxed HTML one, so that a student sees it apart from what the cell printed.
+pub fn notice_bundle(text: &str) -> serde_json::Map<String, serde_json::Value> {
+    let text = text.trim_end_matches('\n');
+    let html = format!(
+        "<pre class=\"rust-async-notice\" style=\"white-space: pre-wrap; margin: 0; padding: 4px 8px; \
+         border-left: 4px solid #e0a000; background: rgba(224, 160, 0, 0.12);\">{}</pre>",
+        html_escape(text)
+    );
+    let mut bundle = serde_json::Map::new();
+    bundle.insert("text/plain".into(), text.into());
+    bundle.insert("text/html".into(), html.into());
+    bundle
+}
+
+fn html_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
 }
 
 fn render_problem(problem: &Problem, traceback: &mut Vec<String>) {
@@ -128,6 +157,15 @@ fn underline(text: &str, start_column: usize, end_column: usize) -> (String, Str
 mod tests {
     use super::*;
     use crate::cell_error::ErrorKind;
+
+    #[test]
+    fn a_notice_shows_as_plain_text_and_as_escaped_html() {
+        let bundle = notice_bundle("warning: `Vec<u8>` & co\n");
+        assert_eq!(bundle["text/plain"], "warning: `Vec<u8>` & co");
+        let html = bundle["text/html"].as_str().unwrap();
+        assert!(html.starts_with("<pre class=\"rust-async-notice\""), "{html}");
+        assert!(html.contains(">warning: `Vec&lt;u8&gt;` &amp; co</pre>"), "{html}");
+    }
 
     #[test]
     fn carets_sit_under_wide_characters_and_tabs() {

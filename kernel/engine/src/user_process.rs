@@ -248,11 +248,12 @@ impl Forwarder {
         };
         self.queue_text(stream, &text[..cut]);
         let note = format!(
-            "\n[output truncated: this cell and its tasks printed more than {} MiB; the rest is not \
+            "[output truncated: this cell and its tasks printed more than {} MiB; the rest is not \
              shown, so that the notebook stays usable. Print less, or write to a file.]\n",
             OUTPUT_LIMIT_BYTES >> 20
         );
-        self.queue_text(StreamName::Stderr, &note);
+        self.flush_text();
+        send_record(&self.kernel, &Record::Notice { text: note });
     }
 
     fn queue_text(&mut self, stream: StreamName, text: &str) {

@@ -120,6 +120,10 @@ pub(crate) fn output_content(output: Output) -> JupyterMessageContent {
             }
         }
         Output::ClearOutput { wait } => ClearOutput { wait }.into(),
+        // A display, not stderr text: see `Output::Notice`.
+        Output::Notice { text } => {
+            DisplayData { data: media(render::notice_bundle(&text)), metadata: Default::default(), transient: None }.into()
+        }
     }
 }
 
@@ -178,6 +182,9 @@ mod tests {
         let shown = output_content(Output::Display { data: bundle, display_id: None, update: false });
         assert_eq!(shown.message_type(), "display_data");
         assert_eq!(json(shown)["data"]["text/html"], "<b>x</b>");
+        let notice = output_content(Output::Notice { text: "warning: never awaited\n".into() });
+        assert_eq!(notice.message_type(), "display_data", "graders score any stderr text as a failure");
+        assert_eq!(json(notice)["data"]["text/plain"], "warning: never awaited");
     }
 
     #[test]
