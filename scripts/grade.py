@@ -33,6 +33,17 @@ timeout or a crash scores 0.
 Results go to SUBMISSIONS_DIR (or --out): grades.csv (one row per test cell and a TOTAL row per
 submission) and grades.json (the same, with error messages and notes). One line of progress is
 printed per submission.
+
+Grading in shards (one machine or pod per shard, such as a Kubernetes Indexed Job):
+
+    scripts/grade SUBMISSIONS_DIR --shard 2/5 --out results/shard-2     # one of five slices
+    scripts/grade --merge results/all results/shard-1 ... results/shard-5
+
+A shard grades every notebook of the students it is given: the students, sorted by name, dealt
+out in turn (the first to shard 1, the second to shard 2, ...), so each shard needs only the
+same SUBMISSIONS_DIR and its number. `--merge` checks that the shards are all there, once, from
+one grading (same count, sources and limits), and writes the grades.csv and grades.json that
+one unsharded run would have written.
 """
 
 from __future__ import annotations
@@ -641,7 +652,83 @@ def summary_line(r: dict[str, Any]) -> str:
     return head + tail + ("; " + ", ".join(bad) if bad else "")
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """`i/N` → (i, N), shard i of N counted from 1."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not i/N (such as 2/5)") from None
+    if not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(f"shard {index} of {count} does not exist: i/N needs 1 <= i <= N")
+    return index, count
+
+
+def students_of_shard(students: list[str], shard: tuple[int, int]) -> set[str]:
+    """The students shard (i, N) grades: sorted by name, dealt out in turn."""
+    index, count = shard
+    return {student for position, student in enumerate(sorted(set(students))) if position % count == index - 1}
+
+
+def merge_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/grade --merge",
+        description="Join the results of `scripts/grade --shard i/N` runs into one grades.csv and grades.json.",
+    )
+    parser.add_argument("out", type=Path, help="where to write the joined grades.csv and grades.json")
+    parser.add_argument("shards", type=Path, nargs="+", help="each shard's --out folder (with its grades.json)")
+    args = parser.parse_args(argv)
+    reports = []
+    for folder in args.shards:
+        path = folder / "grades.json"
+        try:
+            reports.append((folder, json.loads(path.read_text())))
+        except (OSError, ValueError) as error:
+            print(f"scripts/grade --merge: cannot read {path}: {error}", file=sys.stderr)
+            return 2
+    problems = []
+    same = {"source", "assignment", "timeout"}
+    first = reports[0][1]
+    count = (first.get("shard") or {}).get("count")
+    seen: dict[int, Path] = {}
+    for folder, report in reports:
+        shard = report.get("shard")
+        if not shard:
+            problems.append(f"{folder}: not a shard's result (it was graded without --shard)")
+            continue
+        if shard["count"] != count:
+            problems.append(f"{folder}: shard {shard['index']}/{shard['count']}, but {args.shards[0]} is of {count}")
+        if shard["index"] in seen:
+            problems.append(f"{folder}: shard {shard['index']} again (also in {seen[shard['index']]})")
+        seen[shard["index"]] = folder
+        for key in sorted(same):
+            if report.get(key) != first.get(key):
+                problems.append(f"{folder}: {key} {report.get(key)!r}, but {args.shards[0]} has {first.get(key)!r}")
+    if count and not problems:
+        missing = sorted(set(range(1, count + 1)) - set(seen))
+        if missing:
+            problems.append(f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing")
+    records = [record for _, report in reports for record in report["submissions"]]
+    keys = [(r["student"], r["assignment"], r["notebook"]) for r in records]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    problems += [f"{student}/{notebook} is in more than one shard" for student, _, notebook in twice]
+    if problems:
+        for problem in problems:
+            print(f"scripts/grade --merge: {problem}", file=sys.stderr)
+        return 2
+    meta = {key: first.get(key) for key in sorted(same)}
+    meta["seconds"] = max(report.get("seconds", 0) for _, report in reports)
+    meta["shards"] = count
+    write_outputs(records, args.out, meta)
+    total = sum(r["points"] for r in records)
+    print(f"wrote {args.out / 'grades.csv'} and {args.out / 'grades.json'} "
+          f"({count} shards, {len(records)} notebook(s), {fmt(total)} points in all)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--merge"]:
+        return merge_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="scripts/grade",
         description="Run every student notebook in SUBMISSIONS_DIR/<student>/<notebook>.ipynb in a "
@@ -660,6 +747,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel", help="kernelspec name (default: the source notebook's)")
     parser.add_argument("--save-executed", metavar="DIR",
                         help="also write each notebook as it ran to DIR/<student>/<notebook>.ipynb")
+    parser.add_argument("--shard", type=parse_shard, metavar="i/N",
+                        help="grade only slice i of N (students dealt out in turn); join the slices "
+                        "with `scripts/grade --merge OUT SHARD_DIR...`")
     args = parser.parse_args(argv)
 
     if not args.submissions.is_dir():
@@ -675,14 +765,23 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     jobs, warnings = find_jobs(args.submissions, sources, args.assignment)
+    if args.shard:
+        # Dealt over every student folder the grading saw (a student with only warnings too).
+        mine = students_of_shard([j.student for j in jobs] + [Path(w).parts[0] for w in warnings], args.shard)
+        jobs = [j for j in jobs if j.student in mine]
+        warnings = [w for w in warnings if Path(w).parts[0] in mine]
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    if not jobs:
+    if not jobs and args.shard:
+        # More shards than students: this one has nothing to do, and says so in its results.
+        print(f"shard {args.shard[0]}/{args.shard[1]}: no students in this shard")
+    elif not jobs:
         print(f"scripts/grade: no submissions in {args.submissions} "
               "(expected SUBMISSIONS_DIR/<student>/<notebook>.ipynb)", file=sys.stderr)
         return 2
     n_students = len({j.student for j in jobs})
-    print(f"grading {len(jobs)} notebook(s) of {n_students} student(s), {args.jobs} at a time, "
+    of_shard = f" (shard {args.shard[0]}/{args.shard[1]})" if args.shard else ""
+    print(f"grading {len(jobs)} notebook(s) of {n_students} student(s){of_shard}, {args.jobs} at a time, "
           f"{fmt(args.timeout)} s per cell", flush=True)
 
     stop = threading.Event()
@@ -720,6 +819,8 @@ def main(argv: list[str] | None = None) -> int:
         "timeout": args.timeout,
         "seconds": round(time.monotonic() - started, 1),
     }
+    if args.shard:
+        meta["shard"] = {"index": args.shard[0], "count": args.shard[1]}
     write_outputs(records, out, meta)
     total = sum(r["points"] for r in records)
     print(f"wrote {out / 'grades.csv'} and {out / 'grades.json'} "

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from conftest import REPO
 
@@ -84,15 +85,23 @@ def test_expected_table_adds_up():
     assert sorted(p.name for p in FIXTURES.iterdir() if p.is_dir()) == sorted(OUTCOMES)
 
 
-def test_grade_sample_submissions(tmp_path):
-    out = tmp_path / "grades"
+def grade(*args: str) -> tuple[subprocess.CompletedProcess, float]:
     start = time.monotonic()
-    proc = subprocess.run(
-        [str(REPO / "scripts" / "grade"), str(FIXTURES), "--timeout", str(CELL_TIMEOUT), "--jobs", "2",
-         "--out", str(out)],
-        capture_output=True, text=True, env=env(), timeout=GRADE_TIME_LIMIT + 60,
-    )
-    took = time.monotonic() - start
+    proc = subprocess.run([str(REPO / "scripts" / "grade"), *args], capture_output=True, text=True, env=env(),
+                          timeout=GRADE_TIME_LIMIT + 60)
+    return proc, time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def unsharded(tmp_path_factory) -> tuple[subprocess.CompletedProcess, float, Path]:
+    """scripts/grade on the five samples, two kernels at a time: one run for the tests below."""
+    out = tmp_path_factory.mktemp("unsharded")
+    proc, took = grade(str(FIXTURES), "--timeout", str(CELL_TIMEOUT), "--jobs", "2", "--out", str(out))
+    return proc, took, out
+
+
+def test_grade_sample_submissions(unsharded):
+    proc, took, out = unsharded
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert took < GRADE_TIME_LIMIT, f"grading took {took:.0f} s\n{proc.stdout}"
 
@@ -134,6 +143,55 @@ def test_grade_sample_submissions(tmp_path):
     # The hidden test is what failed `wrong`'s first task.
     assert "must wait 10 ms" in wrong["test_double_later"]["message"]
     assert "did not overlap" in wrong["test_both_squares"]["message"]
+
+
+def test_graded_in_shards_and_merged_equals_graded_at_once(unsharded, tmp_path):
+    """Two shards, graded at the same time as two pods would (one kernel each), then merged:
+    the same table and the same results per submission as the unsharded run."""
+    unsharded_proc, _, unsharded_out = unsharded
+    assert unsharded_proc.returncode == 0, unsharded_proc.stdout + unsharded_proc.stderr
+    shards = [tmp_path / f"shard-{i}" for i in (1, 2)]
+    procs = [subprocess.Popen([str(REPO / "scripts" / "grade"), str(FIXTURES), "--timeout", str(CELL_TIMEOUT),
+                               "--shard", f"{i}/2", "--out", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
+             for i, out in zip((1, 2), shards)]
+    outputs = [proc.communicate(timeout=GRADE_TIME_LIMIT + 60)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    students = [{s["student"] for s in json.loads((out / "grades.json").read_text())["submissions"]} for out in shards]
+    # Dealt in turn over the sorted names: correct, empty, endless, panicking, wrong.
+    assert students == [{"correct", "endless", "wrong"}, {"empty", "panicking"}], students
+
+    merged = tmp_path / "merged"
+    proc, _ = grade("--merge", str(merged), *map(str, shards))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (merged / "grades.csv").read_text() == (unsharded_out / "grades.csv").read_text()
+
+    def outcomes(out: Path) -> dict:
+        report = json.loads((out / "grades.json").read_text())
+        return {"students": report["students"],
+                "submissions": {(r["student"], r["notebook"]): (
+                    r["status"], r["points"], r["kernel_starts"], sorted(r["notes"]),
+                    [(t["test"], t["status"], t["error"], t["points"], t["reinserted"], t["edited"]) for t in r["tests"]])
+                    for r in report["submissions"]}}
+
+    assert outcomes(merged) == outcomes(unsharded_out)
+
+    # A merge refuses an incomplete or doubled set of shards, saying which.
+    proc, _ = grade("--merge", str(tmp_path / "partial"), str(shards[0]))
+    assert proc.returncode == 2 and "shard(s) 2/2 missing" in proc.stderr, proc.stderr
+    proc, _ = grade("--merge", str(tmp_path / "doubled"), str(shards[0]), str(shards[0]), str(shards[1]))
+    assert proc.returncode == 2 and "shard 1 again" in proc.stderr, proc.stderr
+    proc, _ = grade("--merge", str(tmp_path / "mixed"), str(shards[0]), str(unsharded_out))
+    assert proc.returncode == 2 and "graded without --shard" in proc.stderr, proc.stderr
+
+
+def test_a_shard_without_students_writes_empty_results(tmp_path):
+    proc, _ = grade(str(FIXTURES), "--shard", "7/9", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "grades.json").read_text())
+    assert report["submissions"] == [] and report["shard"] == {"index": 7, "count": 9}
+    proc, _ = grade(str(FIXTURES), "--shard", "3/2", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr, proc.stderr
 
 
 def test_grade_goes_on_after_a_kernel_that_stops_answering(tmp_path):
