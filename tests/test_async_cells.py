@@ -307,7 +307,9 @@ def test_cells_never_start_rust_analyzer_and_the_first_completion_does(tmp_path)
         reply, msgs = run(kc, "got + 1")
         ok(reply, msgs)
         assert result_text(msgs) == "11"
-        assert len(analysis_processes()) == 1, "rust-analyzer runs in a process of its own"
+        (analysis,) = analysis_processes()  # rust-analyzer runs in a process of its own...
+        # ... the first that the out-of-memory killer takes, in a pod that runs out.
+        assert Path(f"/proc/{analysis}/oom_score_adj").read_text().strip() == "1000"
         reply = get_reply(kc, kc.inspect("tokio::spawn", len("tokio::spawn")), 60)
         data = str(reply["content"]["data"])
         assert "rust-analyzer is starting" in data or "JoinHandle" in data, reply["content"]
@@ -338,6 +340,52 @@ def test_rust_analyzer_stops_when_unused_and_starts_again(tmp_path):
         assert analysis_processes() == [], "rust-analyzer was not stopped"
         reply = complete_when_ready(kc, "text.to_upp")
         assert "to_uppercase" in reply["content"]["matches"], reply["content"]
+    finally:
+        stop_kernel(km, kc)
+
+
+def test_rust_analyzer_killed_for_memory_starts_again_at_the_next_tab():
+    env = {**os.environ, "RUST_ASYNC_SPARE": "0"}
+    km, kc = start_kernel(env=env)
+    try:
+        ok(*run(kc, "let text = String::from(\"abc\");", timeout=FIRST_CELL_TIMEOUT))
+        reply = complete_when_ready(kc, "text.to_upp")
+        assert "to_uppercase" in reply["content"]["matches"], reply["content"]
+        (killed,) = analysis_processes()
+        os.kill(killed, 9)  # what the out-of-memory killer does
+        deadline = time.monotonic() + 10
+        while killed in analysis_processes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        reply = complete_when_ready(kc, "text.to_low")
+        assert "to_lowercase" in reply["content"]["matches"], reply["content"]
+        (again,) = analysis_processes()
+        assert again != killed
+        ok(*run(kc, "text.len()"))
+    finally:
+        stop_kernel(km, kc)
+
+
+def test_under_a_tight_memory_limit_completion_is_off_and_says_why_and_cells_run(tmp_path):
+    """kernel/engine/src/memory_limit.rs: rust-analyzer (about 600 MiB) starts only when the
+    kernel's memory limit (the cgroup's, or RUST_ASYNC_MEMORY_LIMIT) leaves room for it."""
+    log = tmp_path / "kernel.err"
+    env = {**os.environ, "RUST_ASYNC_SPARE": "0", "RUST_ASYNC_MEMORY_LIMIT": "600M"}
+    with open(log, "w") as stderr:
+        km, kc = start_kernel(env=env, stderr=stderr)
+    try:
+        with AnalysisWatch() as watch:
+            ok(*run(kc, "let text = String::from(\"abc\");", timeout=FIRST_CELL_TIMEOUT))
+            reply = get_reply(kc, kc.complete("text.to_upp", len("text.to_upp")), 30)
+            assert reply["content"]["matches"] == [], reply["content"]
+            reply = get_reply(kc, kc.inspect("tokio::spawn", len("tokio::spawn")), 30)
+            said = plain(str(reply["content"]["data"].get("text/plain", "")))
+            assert "off for now" in said and "600 MiB (RUST_ASYNC_MEMORY_LIMIT)" in said, reply["content"]
+            reply, msgs = run(kc, "text.len()")
+            ok(reply, msgs)
+            assert result_text(msgs) == "3"
+        assert watch.seen == set(), "rust-analyzer started under the limit"
+        assert "memory limit 600 MiB (RUST_ASYNC_MEMORY_LIMIT)" in log.read_text(), log.read_text()
+        assert "cargo builds 1 crate(s) at a time" in log.read_text(), log.read_text()
     finally:
         stop_kernel(km, kc)
 

@@ -150,6 +150,21 @@ def test_spares_are_off_unless_asked_for():
         stop_kernel(km, kc)
 
 
+def test_spares_are_off_under_a_pods_memory_limit():
+    """A student's pod (1 GiB) has no room for a second kernel: RUST_ASYNC_SPARE=1 is
+    overruled (kernel/engine/src/memory_limit.rs), by `spare` and by a kernel alike."""
+    spare_command("--stop")
+    env = {**os.environ, "RUST_ASYNC_MEMORY_LIMIT": "1G"}
+    subprocess.run([str(kernel_binary()), "spare"], env=env, check=True, timeout=30)
+    km, kc = start_kernel(env=env)
+    try:
+        user_process_pid(kc)  # the kernel is up: it would have started a spare by now
+        time.sleep(2)
+        assert waiting_spare_pids() == set()
+    finally:
+        stop_kernel(km, kc)
+
+
 def test_a_waiting_spare_exits_soon_after_its_server():
     """A spare serves the notebooks of one server: the process that ran `spare` (scripts/lab,
     which becomes JupyterLab), or the Jupyter server of the kernel that left it. It does not

@@ -123,6 +123,8 @@ pub(crate) struct AnalysisControl {
     patience_ms: AtomicU64,
     /// Whether the process is still busy with a request the engine gave up waiting for.
     starting: AtomicBool,
+    /// Whether the process has ended (its replies ended) while the engine still holds it.
+    ended: AtomicBool,
 }
 
 impl AnalysisControl {
@@ -138,6 +140,11 @@ impl AnalysisControl {
     /// first analysis of std, tokio and the cells' crates, usually).
     pub(crate) fn is_starting(&self) -> bool {
         self.starting.load(Ordering::SeqCst)
+    }
+
+    /// Whether the process ended by itself: killed for memory (see `start`), or crashed.
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
     }
 }
 
@@ -231,6 +238,12 @@ impl AnalysisProcess {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
+        // The first process the out-of-memory killer takes, when a pod's memory runs out: the
+        // kernel, the user's variables and the compile of a cell matter more than completion
+        // (the next Tab starts it again). Raising a child's score needs no privilege.
+        let _ = std::fs::write(format!("/proc/{}/oom_score_adj", child.id()), "1000");
+        control.ended.store(false, Ordering::SeqCst);
+        let ended = Arc::clone(&control);
         let requests = child.stdin.take().ok_or_else(|| anyhow::anyhow!("no stdin"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let (sender, replies) = std::sync::mpsc::channel();
@@ -242,6 +255,7 @@ impl AnalysisProcess {
                     break;
                 }
             }
+            ended.ended.store(true, Ordering::SeqCst);
         })?;
         control.starting.store(false, Ordering::SeqCst);
         Ok(AnalysisProcess {

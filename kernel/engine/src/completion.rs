@@ -2,6 +2,7 @@
 //! process of its own (`analysis_process`), started by the first request and stopped after a
 //! while without one. No cell waits for it.
 
+use crate::memory_limit::{self, MemoryLimit};
 use crate::{Completions, Engine};
 use std::time::{Duration, Instant};
 
@@ -12,16 +13,28 @@ const FIRST_ANALYSIS_PATIENCE: Duration = Duration::from_millis(100);
 impl Engine {
     /// Notes a use of rust-analyzer (which starts it, the first time: it then analyses the
     /// standard library, tokio and the cells' other dependencies, seconds), and how long to
-    /// wait for its answer.
-    fn use_analysis(&mut self, patience: Duration) {
+    /// wait for its answer. Under a memory limit that leaves too little free for it, it is not
+    /// started, and the error says why (`memory_limit`).
+    fn use_analysis(&mut self, patience: Duration) -> Result<(), String> {
         let mut patience = patience;
+        if self.context.rust_analyzer_is_running() && self.analysis.has_ended() {
+            self.context.stop_rust_analyzer();
+            eprintln!("rust-async: rust-analyzer's process had ended (out of memory, most likely); it starts again if there is room");
+        }
         if !self.context.rust_analyzer_is_running() {
+            if let Some(limit) = MemoryLimit::current() {
+                let free = limit.free();
+                if free < memory_limit::ANALYSIS_NEEDS {
+                    return Err(analysis_off(&limit, free));
+                }
+            }
             eprintln!("rust-async: starting rust-analyzer for completion and inspection (the first request analyses std and tokio)");
             // Its first analysis takes seconds: an interactive request is answered at once.
             patience = patience.min(FIRST_ANALYSIS_PATIENCE);
         }
         self.analysis.set_patience(patience);
         self.analysis_used = Some(Instant::now());
+        Ok(())
     }
 
     /// Stops rust-analyzer once no completion or inspection has asked for it for `idle`: its
@@ -41,7 +54,9 @@ impl Engine {
     /// Completions at `cursor` (a character offset), from rust-analyzer (`analysis_process`).
     /// None while rust-analyzer is still starting: this answers within `patience`.
     pub fn complete(&mut self, code: &str, cursor: usize, patience: Duration) -> Completions {
-        self.use_analysis(patience);
+        if self.use_analysis(patience).is_err() {
+            return Completions { matches: vec![], cursor_start: cursor, cursor_end: cursor };
+        }
         let byte_cursor = char_to_byte(code, cursor);
         match self.context.completions(code, byte_cursor) {
             Ok(found) => {
@@ -84,7 +99,9 @@ impl Engine {
     /// Documentation of what is at `cursor`, waiting up to `patience` for rust-analyzer (for
     /// `Type?` in a cell: the first one waits while rust-analyzer starts).
     pub fn documentation(&mut self, code: &str, cursor: usize, patience: Duration) -> Option<(String, String)> {
-        self.use_analysis(patience);
+        if let Err(why) = self.use_analysis(patience) {
+            return Some((why.clone(), why));
+        }
         let byte_cursor = char_to_byte(code, cursor);
         let start = code[..byte_cursor]
             .char_indices()
@@ -133,6 +150,18 @@ fn without_hidden_doc_lines(doc: &str) -> String {
         joined.push('\n');
     }
     joined
+}
+
+/// What Shift+Tab (and `Type?`) show when rust-analyzer does not fit in memory.
+fn analysis_off(limit: &MemoryLimit, free: u64) -> String {
+    format!(
+        "Tab completion and Shift+Tab are off for now: rust-analyzer, which answers them, needs about {}, \
+         and this kernel's memory limit, {}, leaves {} free. Cells run as usual. Shutting down the \
+         kernels of other notebooks frees memory.",
+        memory_limit::size_text(memory_limit::ANALYSIS_NEEDS),
+        limit.describe(),
+        memory_limit::size_text(free)
+    )
 }
 
 /// What an inspection (Shift+Tab) shows while rust-analyzer is still starting.

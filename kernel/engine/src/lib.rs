@@ -34,6 +34,7 @@ mod mir;
 pub mod host;
 mod interrupter;
 pub mod is_complete;
+pub mod memory_limit;
 pub mod never_awaited;
 mod output;
 mod prelude;

@@ -55,6 +55,7 @@ fn run_kernel(connection_file: &str) -> anyhow::Result<()> {
     // kernel: interrupts arrive as control messages and only cancel the running cell.
     // SAFETY: setting a signal disposition; no handler code runs.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    fit_memory_limit();
     exit_when_parent_dies();
     if let Some(claimed) = spare::claim(connection_file) {
         spare::serve_as_launcher(claimed);
@@ -68,6 +69,29 @@ fn run_kernel(connection_file: &str) -> anyhow::Result<()> {
     runtime.block_on(kernel::run(connection_file, engine, spare::spawn_spare))?;
     // Dropping the runtime would wait for socket tasks; the kernel is done.
     std::process::exit(0);
+}
+
+/// Under a memory limit (a student's pod: `memory_limit`), says in the kernel's log what is
+/// left out to fit, and has cargo build a `:dep`'s crates few at a time (unless the
+/// environment already says how many). Called first, while this process has one thread.
+fn fit_memory_limit() {
+    use rust_async_engine::memory_limit::{self, MemoryLimit};
+    let limit = MemoryLimit::current();
+    let Some(found) = &limit else { return };
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut fitted = Vec::new();
+    if std::env::var_os("CARGO_BUILD_JOBS").is_none() {
+        if let Some(jobs) = memory_limit::cargo_jobs(limit.as_ref(), cpus) {
+            // SAFETY: no other thread runs yet (see above).
+            unsafe { std::env::set_var("CARGO_BUILD_JOBS", jobs.to_string()) };
+            fitted.push(format!("cargo builds {jobs} crate(s) at a time"));
+        }
+    }
+    if !memory_limit::spares_fit(limit.as_ref()) {
+        fitted.push("no spare kernels".into());
+    }
+    fitted.push(format!("rust-analyzer only with {} free", memory_limit::size_text(memory_limit::ANALYSIS_NEEDS)));
+    eprintln!("rust-async: memory limit {}: {}", found.describe(), fitted.join(", "));
 }
 
 /// Jupyter (jupyter_client) names the process that started the kernel in `JPY_PARENT_PID`.
@@ -103,7 +127,10 @@ fn spare_command(args: &[String]) -> anyhow::Result<()> {
             spare::spawn_spare();
             Ok(())
         }
-        Some("--serve") => spare::serve_spare(),
+        Some("--serve") => {
+            fit_memory_limit();
+            spare::serve_spare()
+        }
         Some("--wait") => spare::wait_until_ready(std::time::Duration::from_secs(180)),
         Some("--stop") => {
             println!("stopped {} spare kernel(s)", spare::stop_all()?);

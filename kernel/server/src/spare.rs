@@ -28,6 +28,7 @@
 use crate::engine_thread::{self, Job};
 use crate::kernel;
 use rust_async_engine::host::{fingerprint, process_exists, FileLock};
+use rust_async_engine::memory_limit::{self, MemoryLimit};
 use rust_async_engine::rustc_wrapper::SCCACHE_ENV;
 use rust_async_engine::Session;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -51,8 +52,10 @@ const ENGINE_SETS: [&str; 2] = ["EVCXR_TMPDIR", "EVCXR_CONFIG_DIR"];
 /// How long a claimant waits for a spare's answer before trying the next one (or starting cold).
 const CLAIM_PATIENCE: Duration = Duration::from_secs(2);
 
+/// Spares are on when the setting asks for them and the memory limit, if any, has room for
+/// them (`memory_limit::SPARES_NEED`: off in a student's pod).
 pub fn enabled() -> bool {
-    std::env::var(SWITCH_ENV).is_ok_and(|value| value == "1")
+    std::env::var(SWITCH_ENV).is_ok_and(|value| value == "1") && memory_limit::spares_fit(MemoryLimit::current().as_ref())
 }
 
 /// What a spare tells the launcher whose claim it took: one JSON line each, in this order.
