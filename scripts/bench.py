@@ -4,7 +4,7 @@ same kernel with a runtime library without its ~150 course crates, and evcxr, al
 Usage (through the wrapper, which uses .venv's Python):
 
     scripts/bench [--quick] [--json FILE] [--no-evcxr] [--evcxr-kernel NAME]
-                  [--before-kernel NAME] [--without-course-crates] [--logs DIR]
+                  [--before-kernel NAME] [--without-course-crates] [--logs DIR] [--class-size N]
 
 Drives each kernel through jupyter_client and nbclient, as Jupyter front ends do, and prints
 ONE table at the end: a row per measure, a column per kernel, each value also as a multiple
@@ -64,14 +64,21 @@ Rows:
   mold, lld, rust-lld), spare, other. A peak is the peak over time of the sum sampled at
   once ("kernel + user": kernel and user process together; "whole session": every kind),
   never a sum of separate peaks. A
-  child caught between fork and exec is left out: it shares its parent's pages.
+  child caught between fork and exec is left out: it shares its parent's pages;
+* a class (rust-async only; `--class-size N`, default 4, 0 leaves it out): N students at
+  once, as on one JupyterHub server, each kernel told its pod's limit
+  (`RUST_ASYNC_MEMORY_LIMIT=1G`) and spares off: each runs a first `.await` cell, a `let`
+  right after it (timed), then lesson 02's code cells. The slowest first `let`, each
+  student's peaks (the largest shown), the spares' peak and all the students' kernels
+  together.
 
 Targets, printed with PASS/MISS for rust-async (and, marked "no course", for the prototype):
 lesson 02 kernel + user process <= 250 MiB, lesson 02 whole session <= 824 MiB; cold first
 `.await` cell <= 2 s and the `let` right after it <= 1.5 s; warm cell with a new `let` no
 slower than `before` (when measured); the second kernel's `:dep` <= 3 s; the first Tab's
 reply <= 1 s (JupyterLab drops a later one) and a Tab offering `sleep` within 10 s of it;
-a first cell with reqwest and serde_json <= 2 s; warm `.await` cell <= 2x the floor and no slower than evcxr; 10 000 tasks <= 1.5x
+a first cell with reqwest and serde_json <= 2 s; in the class, per student the same memory
+targets as lesson 02's, the first `let` <= 1.5 s and no spare; warm `.await` cell <= 2x the floor and no slower than evcxr; 10 000 tasks <= 1.5x
 one sleep. The benchmark only reports: it exits 0 even on MISS, non-zero only when the
 rust-async kernel itself fails (does not start, a cell errors, the kernel dies, nbconvert or
 the lesson fails); the other columns' failures show as "error" in their column.
@@ -147,6 +154,11 @@ COMPLETIONS = [("tokio::time::sle", "sleep"), ("std::time::Dur", "Duration")]
 
 LESSON_02 = REPO / "notebooks" / "02-event-loop.ipynb"
 LESSON_CELL_TIMEOUT = 120
+
+# The class rows: students at once on one server, each kernel told its pod's memory limit (a
+# pod's cgroup would tell it the same: kernel/engine/src/memory_limit.rs), spares off.
+CLASS_SIZE = 4
+POD_LIMIT = {"RUST_ASYNC_MEMORY_LIMIT": "1G", **NO_SPARE}
 
 # The prototype runtime (--without-course-crates): the real one without its course crates.
 RUNTIME_SOURCE = REPO / "kernel" / "runtime"
@@ -627,6 +639,7 @@ class Report:
     warm_n: int
     task_repeats: int
     columns: list[Column]
+    class_size: int = CLASS_SIZE
 
     def column(self, family: str) -> Column | None:
         return next((c for c in self.columns if c.family == family), None)
@@ -634,7 +647,7 @@ class Report:
     @property
     def label_args(self) -> dict[str, Any]:
         return {"floor_runs": self.floor_runs, "warm_n": self.warm_n,
-                "task_repeats": self.task_repeats,
+                "task_repeats": self.task_repeats, "class_size": self.class_size,
                 "floor2": fmt_s(WARM_TARGET_X_FLOOR * self.floor_s)}
 
 
@@ -738,6 +751,20 @@ ROWS: list[Row] = [
     Row("cells_peak_whole_mib", "  peak: whole session", "mib", "cells"),
     Row("nbconvert_peak_kernel_user_mib", "nbconvert peak: kernel + user", "mib", "nbconvert"),
     Row("nbconvert_peak_whole_mib", "nbconvert peak: whole session", "mib", "nbconvert"),
+    Row("class_s", "class: {class_size} students at once in 1 GiB pods, spares off: lesson 02, wall",
+        "s", "class"),
+    Row("class_first_let_s", "  first let right after the first cell, slowest student", "s", "class",
+        f"≤ {FIRST_LET_TARGET_S:g} s", at_most(FIRST_LET_TARGET_S, fmt_s)),
+    Row("class_peak_kernel_user_mib", "  peak per student: kernel + user (largest)", "mib", "class",
+        f"≤ {KERNEL_USER_TARGET_BYTES // MIB} MiB", at_most(KERNEL_USER_TARGET_BYTES, fmt_mib)),
+    Row("class_peak_compilers_mib", "  peak per student: compilers (largest)", "mib", "class"),
+    Row("class_peak_rust_analyzer_mib", "  peak per student: rust-analyzer process", "analysis_mib",
+        "class"),
+    Row("class_peak_whole_mib", "  peak per student: whole session (largest)", "mib", "class",
+        f"≤ {WHOLE_SESSION_TARGET_BYTES // MIB} MiB", at_most(WHOLE_SESSION_TARGET_BYTES, fmt_mib)),
+    Row("class_peak_spare_mib", "  peak of spare kernels, all students", "mib", "class", "0 (off in pods)",
+        at_most(0, fmt_mib)),
+    Row("class_peak_all_mib", "  peak of all students' kernels together", "mib", "class"),
 ]
 ROW_KEYS = {row.key for row in ROWS}
 assert len(ROW_KEYS) == len(ROWS)
@@ -1096,6 +1123,63 @@ def measure_lesson(column: Column, logs: Path, log: Callable[[str], None]) -> No
         f"{ran}; memory: {sampler.peaks.summary()}")
 
 
+def measure_class(column: Column, logs: Path, log: Callable[[str], None], students: int) -> None:
+    """`students` students at once, as on one JupyterHub server: each starts a kernel (told
+    its pod's limit, spares off), runs a first `.await` cell, a `let` right after it (timed),
+    then lesson 02's code cells in order. Peaks per student (its kernel's tree) and of all of
+    them together, sampled as for the other rows."""
+    code_cells = [c.source for c in nbformat.read(LESSON_02, as_version=4).cells if c.cell_type == "code"]
+    kernels = [Kernel(column.kernel_name, logs, f"{column.label}-class-{i + 1}") for i in range(students)]
+    samplers = [MemorySampler(kernel.pid) for kernel in kernels]
+    together = MemorySampler(lambda: [pid for kernel in kernels for pid in kernel.pid()])
+    first_lets: list[float] = []
+    failures: list[str] = []
+
+    def student(kernel: Kernel) -> None:
+        try:
+            kernel.start(env=column.kernel_env(POD_LIMIT))
+            ok(kernel, kernel.execute(AWAIT_CELL, FIRST_CELL_TIMEOUT), AWAIT_CELL)
+            first_lets.append(ok(kernel, kernel.execute(FIRST_LET_CELL), FIRST_LET_CELL).elapsed)
+            for code in code_cells:
+                ok(kernel, kernel.execute(code, LESSON_CELL_TIMEOUT), code)
+        except Exception as e:  # KernelFailed, or the kernel did not start
+            failures.append(f"{kernel.label}: {e}")
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=student, args=(kernel,)) for kernel in kernels]
+    try:
+        with together:
+            for sampler in samplers:
+                sampler.__enter__()
+            try:
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+            finally:
+                for sampler in samplers:
+                    sampler.__exit__(None, None, None)
+    finally:
+        for kernel in kernels:
+            kernel.stop()
+    elapsed = time.perf_counter() - start
+    if failures:
+        raise KernelFailed(f"class of {students}: " + "\n".join(failures))
+    column.set("class_s", elapsed)
+    column.set("class_first_let_s", max(first_lets))
+    peaks = [sampler.peaks for sampler in samplers]
+    column.set("class_peak_kernel_user_mib", max(p.kernel_user for p in peaks))
+    column.set("class_peak_compilers_mib", max(p.kind("compilers") for p in peaks))
+    column.set("class_peak_rust_analyzer_mib", max(p.kind("rust-analyzer") for p in peaks))
+    column.set("class_peak_whole_mib", max(p.whole for p in peaks))
+    column.set("class_peak_spare_mib", together.peaks.kind("spare"))
+    column.set("class_peak_all_mib", together.peaks.whole)
+    column.details["class_memory"] = {"students": [p.as_json() for p in peaks], "together": together.peaks.as_json(),
+                                      "first_lets_s": first_lets}
+    log(f"{column.label}: class of {students}: {elapsed:.1f} s; first lets "
+        f"{', '.join(f'{t:.2f}' for t in first_lets)} s; all together: {together.peaks.summary()}")
+
+
 # --------------------------------------------------------------------------------------------
 # The other columns: before, the prototype runtime, evcxr
 
@@ -1384,18 +1468,20 @@ def json_value(row: Row, column: Column) -> Any:
 
 
 def run_column(column: Column, work: Path, logs: Path, *, warm_n: int, warm_up: int,
-               task_repeats: int, log: Callable[[str], None]) -> str | None:
+               task_repeats: int, class_size: int, log: Callable[[str], None]) -> str | None:
     """Every measure of one column. A failed measure marks its rows "error" and the column
     goes on; for rust-async it ends the run (returned: what failed)."""
     steps: list[tuple[str, Callable[[], None]]] = [
         ("cells", lambda: measure_cells(column, logs, warm_runs=warm_n, warm_up=warm_up,
-                                        task_repeats=task_repeats, log=log)),
+                                        task_repeats=task_repeats, class_size=args.class_size, log=log)),
         ("nbconvert", lambda: measure_nbconvert(column, work, log)),
         ("lesson02", lambda: measure_lesson(column, logs, log)),
     ]
     if column.family == "rust-async":
         steps += [("course", lambda: measure_course_cell(column, logs, log)),
                   ("dep", lambda: measure_dep(column, work, logs, log))]
+        if class_size:
+            steps.append(("class", lambda: measure_class(column, logs, log, class_size)))
     if column.family == "before":
         steps.append(("dep", lambda: measure_dep(column, work, logs, log)))
     if not column.evcxr:
@@ -1432,6 +1518,8 @@ def main() -> int:
                              "target/bench-course-runtime; the first time takes a minute)")
     parser.add_argument("--logs", metavar="DIR",
                         help="keep the kernels' stderr logs in DIR (default: thrown away)")
+    parser.add_argument("--class-size", type=int, default=CLASS_SIZE, metavar="N",
+                        help=f"students at once in the class rows (default: {CLASS_SIZE}; 0: no class rows)")
     args = parser.parse_args()
 
     floor_runs = 3 if args.quick else 5
@@ -1519,7 +1607,7 @@ def main() -> int:
                     column.notes.append(f"{column.label}: {column.error}")
                 continue
             failure = run_column(column, work, logs, warm_n=warm_n, warm_up=warm_up,
-                                 task_repeats=task_repeats, log=log)
+                                 task_repeats=task_repeats, class_size=args.class_size, log=log)
         for b in binaries:
             try:
                 spare_command(b, "--stop")
@@ -1528,7 +1616,7 @@ def main() -> int:
         if args.logs:
             sentences.append(f"kernel stderr logs: {logs}")
 
-    report = Report(floor_s, floor_rss, floor_runs, warm_n, task_repeats, columns)
+    report = Report(floor_s, floor_rss, floor_runs, warm_n, task_repeats, columns, args.class_size)
     text, verdicts = render_table(report)
     print()
     print(text)
