@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import collect, notice_text, of_type, result_text, run, stream_text, streams, summary
+from conftest import collect, drain, notice_text, of_type, result_text, run, stream_text, streams, summary
 
 
 def test_print_without_newline(kc):
@@ -105,6 +105,44 @@ def test_display_data(kc):
     # The markers are consumed, not shown as text.
     assert "EVCXR_BEGIN_CONTENT" not in stream_text(msgs)
     assert "EVCXR_END_CONTENT" not in stream_text(msgs)
+
+
+def test_a_display_is_updated_in_place_from_a_task_after_its_cell_ended(kc):
+    reply, msgs = run(
+        kc,
+        'let status = tokio::display::text("waiting");\n'
+        "let later = status.clone();\n"
+        "tokio::spawn(async move {\n"
+        "    tokio::time::sleep(std::time::Duration::from_millis(300)).await;\n"
+        '    later.update_bundle(&[("text/html", "<b>done</b>"), ("text/plain", "done")]);\n'
+        "});\n"
+        "status.id().to_owned()",
+    )
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    (shown,) = of_type(msgs, "display_data")
+    display_id = shown["content"]["transient"]["display_id"]
+    assert shown["content"]["data"] == {"text/plain": "waiting"}
+    assert result_text(msgs) == f'"{display_id}"'
+    later = [m for m in drain(kc, 3) if m["msg_type"] == "update_display_data"]
+    assert [m["content"]["data"] for m in later] == [{"text/html": "<b>done</b>", "text/plain": "done"}], later
+    assert later[0]["content"]["transient"]["display_id"] == display_id
+
+
+def test_svg_png_and_bundles_are_shown_and_a_handle_as_final_value_shows_nothing_more(kc):
+    reply, msgs = run(
+        kc,
+        'tokio::display::svg("<svg xmlns=\'http://www.w3.org/2000/svg\' width=\'4\' height=\'4\'/>");\n'
+        "tokio::display::png(&[0x89, b'P', b'N', b'G']);\n"
+        'tokio::display::bundle(&[("text/markdown", "**hi**"), ("text/plain", "hi")])',
+    )
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    shown = [m["content"]["data"] for m in of_type(msgs, "display_data")]
+    assert shown == [
+        {"image/svg+xml": "<svg xmlns='http://www.w3.org/2000/svg' width='4' height='4'/>"},
+        {"image/png": "iVBORw=="},
+        {"text/markdown": "**hi**", "text/plain": "hi"},
+    ], shown
+    assert of_type(msgs, "execute_result") == []
 
 
 def test_clear_output(kc):

@@ -388,9 +388,9 @@ fn handle_record(
         Record::Interrupted => state.fate.interrupted = true,
         Record::ErrorType { type_name } => state.fate.error_type = Some(type_name),
         Record::QuestionMarkError => state.fate.question_mark_error = true,
-        Record::Display { data } => {
+        Record::Display { data, display_id, update } => {
             drop(state);
-            sink(EngineEvent::Output { cell, output: Output::Display { data, display_id: None, update: false } });
+            sink(EngineEvent::Output { cell, output: Output::Display { data, display_id, update } });
         }
         Record::ClearOutput { wait } => {
             drop(state);

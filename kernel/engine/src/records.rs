@@ -28,7 +28,7 @@ pub(crate) enum Record {
     /// error itself next, on stderr.
     ErrorType { type_name: String },
     /// Rich output for the current cell: a mime bundle.
-    Display { data: serde_json::Value },
+    Display { data: serde_json::Value, display_id: Option<String>, update: bool },
     /// Clear the current cell's output (with `wait`: when new output arrives).
     ClearOutput { wait: bool },
     /// The kernel's own notice under the current cell (from the engine's side of the output
@@ -77,9 +77,9 @@ impl Record {
             RuntimeRecord::Panic { message, file, line, column } => Record::Panic(PanicRecord { message, file, line, column }),
             RuntimeRecord::Interrupted => Record::Interrupted,
             RuntimeRecord::ErrorType { type_name } => Record::ErrorType { type_name },
-            RuntimeRecord::Display { mime_type, data } => {
-                let bundle = serde_json::Map::from_iter([(mime_type, serde_json::Value::String(data))]);
-                Record::Display { data: serde_json::Value::Object(bundle) }
+            RuntimeRecord::Display { bundle, display_id, update } => {
+                let bundle = bundle.into_iter().map(|(mime_type, data)| (mime_type, serde_json::Value::String(data)));
+                Record::Display { data: serde_json::Value::Object(bundle.collect()), display_id, update }
             }
             RuntimeRecord::ClearOutput { wait } => Record::ClearOutput { wait },
             RuntimeRecord::ExitFlush => return None,
@@ -112,6 +112,12 @@ pub(crate) fn decode_runtime_record(text: &str) -> Option<RuntimeRecord> {
         line: u32,
         column: u32,
     }
+    #[derive(Deserialize)]
+    struct DisplayPayload {
+        data: std::collections::BTreeMap<String, String>,
+        display_id: Option<String>,
+        update: bool,
+    }
     let (kind, payload) = text.split_once(' ').unwrap_or((text, ""));
     Some(match kind {
         protocol::CELL_START => RuntimeRecord::CellStart { cell: payload.trim().parse().ok()? },
@@ -123,9 +129,8 @@ pub(crate) fn decode_runtime_record(text: &str) -> Option<RuntimeRecord> {
         protocol::INTERRUPTED => RuntimeRecord::Interrupted,
         protocol::ERROR_TYPE => RuntimeRecord::ErrorType { type_name: payload.to_owned() },
         protocol::DISPLAY => {
-            let bundle: serde_json::Map<String, serde_json::Value> = serde_json::from_str(payload).ok()?;
-            let (mime_type, data) = bundle.into_iter().next()?;
-            RuntimeRecord::Display { mime_type, data: data.as_str()?.to_owned() }
+            let DisplayPayload { data, display_id, update } = serde_json::from_str(payload).ok()?;
+            RuntimeRecord::Display { bundle: data.into_iter().collect(), display_id, update }
         }
         protocol::CLEAR_OUTPUT => RuntimeRecord::ClearOutput { wait: payload.trim() == "true" },
         protocol::EXIT_FLUSH => RuntimeRecord::ExitFlush,
@@ -145,7 +150,12 @@ mod tests {
             RuntimeRecord::Panic { message: "oh \"no\"\n\ttab \u{1}".into(), file: "src/lib.rs".into(), line: 7, column: 9 },
             RuntimeRecord::Interrupted,
             RuntimeRecord::ErrorType { type_name: "core::num::error::ParseIntError".into() },
-            RuntimeRecord::Display { mime_type: "text/html".into(), data: "<b>ünï</b>\n".into() },
+            RuntimeRecord::Display { bundle: vec![("text/html".into(), "<b>ünï</b>\n".into())], display_id: None, update: false },
+            RuntimeRecord::Display {
+                bundle: vec![("image/svg+xml".into(), "<svg/>".into()), ("text/plain".into(), "a \"figure\"".into())],
+                display_id: Some("rust-async-7-1".into()),
+                update: true,
+            },
             RuntimeRecord::ClearOutput { wait: true },
             RuntimeRecord::ClearOutput { wait: false },
             RuntimeRecord::ExitFlush,
@@ -164,7 +174,7 @@ mod tests {
         let records = [
             Record::Stream { stream: StreamName::Stderr, text: "a\nb".into() },
             Record::Panic(PanicRecord { message: "m".into(), file: "src/lib.rs".into(), line: 1, column: 2 }),
-            Record::Display { data: serde_json::json!({ "text/html": "<i>x</i>" }) },
+            Record::Display { data: serde_json::json!({ "text/html": "<i>x</i>" }), display_id: Some("d".into()), update: true },
             Record::CellEnd,
             Record::InputRequest { prompt: String::new() },
         ];
@@ -180,8 +190,10 @@ mod tests {
 
     #[test]
     fn a_runtime_display_becomes_a_mime_bundle() {
-        let record = Record::from_runtime(RuntimeRecord::Display { mime_type: "text/markdown".into(), data: "*x*".into() });
-        assert_eq!(record, Some(Record::Display { data: serde_json::json!({ "text/markdown": "*x*" }) }));
+        let bundle = vec![("text/markdown".into(), "*x*".into()), ("text/plain".into(), "x".into())];
+        let record = Record::from_runtime(RuntimeRecord::Display { bundle, display_id: Some("d1".into()), update: false });
+        let data = serde_json::json!({ "text/markdown": "*x*", "text/plain": "x" });
+        assert_eq!(record, Some(Record::Display { data, display_id: Some("d1".into()), update: false }));
         assert_eq!(Record::from_runtime(RuntimeRecord::ExitFlush), None);
     }
 }

@@ -1,28 +1,113 @@
-//! Rich output from cells and tasks: HTML, Markdown, any mime type, and clearing output.
+//! Rich output from cells and tasks: HTML, Markdown, SVG, PNG, any mime bundle, displays
+//! updated in place, and clearing output.
 //!
 //! ```ignore
 //! rust_async::display::html("<b>bold</b>");
+//! let status = rust_async::display::text("waiting...");
+//! tokio::spawn(async move {
+//!     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+//!     status.update_text("done"); // redrawn where it was first shown, even after the cell ended
+//! });
 //! rust_async::display::clear_output(true);
 //! ```
 
 use crate::protocol::{self, RuntimeRecord};
 use crate::records::write_record;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A display shown under a cell, which can be replaced where it stands (Jupyter's
+/// `update_display_data`) from the cell, a later cell or a task, for as long as the notebook
+/// shows it. Cloning gives another handle to the same display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayHandle {
+    id: String,
+}
+
+impl DisplayHandle {
+    /// Its `display_id`, unique in the kernel's life.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Replaces what it shows with `data` of the given mime type.
+    pub fn update(&self, mime_type: &str, data: &str) {
+        self.update_bundle(&[(mime_type, data)]);
+    }
+
+    /// Replaces what it shows with a mime bundle: the front end picks the richest type it can
+    /// show (JupyterLab HTML or SVG; nbconvert's text output `text/plain`).
+    pub fn update_bundle(&self, bundle: &[(&str, &str)]) {
+        send(bundle, Some(self.id.clone()), true);
+    }
+
+    pub fn update_html(&self, html: &str) {
+        self.update("text/html", html);
+    }
+
+    pub fn update_markdown(&self, markdown: &str) {
+        self.update("text/markdown", markdown);
+    }
+
+    pub fn update_text(&self, text: &str) {
+        self.update("text/plain", text);
+    }
+
+    pub fn update_svg(&self, svg: &str) {
+        self.update("image/svg+xml", svg);
+    }
+
+    pub fn update_png(&self, png: &[u8]) {
+        self.update("image/png", &base64_of(png));
+    }
+
+    /// As a cell's final value (`display::html("..")` without a `;`), it shows nothing more:
+    /// the display is already shown (evcxr's convention: an inherent `evcxr_display` wins).
+    pub fn evcxr_display(&self) {}
+}
+
+/// Shows a mime bundle under the current cell (a `display_data`), and returns its handle.
+pub fn bundle(bundle: &[(&str, &str)]) -> DisplayHandle {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let id = format!("rust-async-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    send(bundle, Some(id.clone()), false);
+    DisplayHandle { id }
+}
 
 /// Shows `data` under the current cell as a `display_data` of the given mime type.
-pub fn show(mime_type: &str, data: &str) {
-    write_record(&RuntimeRecord::Display { mime_type: mime_type.to_owned(), data: data.to_owned() });
+pub fn show(mime_type: &str, data: &str) -> DisplayHandle {
+    bundle(&[(mime_type, data)])
 }
 
-pub fn html(html: &str) {
-    show("text/html", html);
+pub fn html(html: &str) -> DisplayHandle {
+    show("text/html", html)
 }
 
-pub fn markdown(markdown: &str) {
-    show("text/markdown", markdown);
+pub fn markdown(markdown: &str) -> DisplayHandle {
+    show("text/markdown", markdown)
 }
 
-pub fn text(text: &str) {
-    show("text/plain", text);
+pub fn text(text: &str) -> DisplayHandle {
+    show("text/plain", text)
+}
+
+/// An SVG figure (JupyterLab draws it as an image).
+pub fn svg(svg: &str) -> DisplayHandle {
+    show("image/svg+xml", svg)
+}
+
+/// A PNG image, from its bytes.
+pub fn png(png: &[u8]) -> DisplayHandle {
+    show("image/png", &base64_of(png))
+}
+
+fn send(bundle: &[(&str, &str)], display_id: Option<String>, update: bool) {
+    let bundle = bundle.iter().map(|(mime_type, data)| ((*mime_type).to_owned(), (*data).to_owned())).collect();
+    write_record(&RuntimeRecord::Display { bundle, display_id, update });
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Clears the output of the current cell; with `wait`, only once new output arrives

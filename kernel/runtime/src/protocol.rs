@@ -26,8 +26,10 @@ pub enum RuntimeRecord {
     Interrupted,
     /// The error a `?` is about to return from the cell has this type.
     ErrorType { type_name: String },
-    /// Rich output for the current cell: `data` shown as `mime_type`.
-    Display { mime_type: String, data: String },
+    /// Rich output for the current cell: a mime bundle, (mime type, data) pairs (binary data,
+    /// such as a PNG, in base64). With a `display_id`, a later record with the same id and
+    /// `update` replaces it where it was shown, from whichever cell or task sends it.
+    Display { bundle: Vec<(String, String)>, display_id: Option<String>, update: bool },
     /// Clear the current cell's output (with `wait`: when new output arrives).
     ClearOutput { wait: bool },
     /// The process is exiting (`std::process::exit`). The user process's output forwarder
@@ -49,7 +51,8 @@ pub const EXIT_FLUSH: &str = "exit-flush";
 
 impl RuntimeRecord {
     /// The record's kind (its first word) and payload: a number, a word, a type name, or a
-    /// JSON object (`panic`: message, file, line, column; `display`: a mime bundle).
+    /// JSON object (`panic`: message, file, line, column; `display`: `data`, a mime bundle,
+    /// `display_id` and `update`).
     pub fn kind_and_payload(&self) -> (&'static str, String) {
         match self {
             RuntimeRecord::CellStart { cell } => (CELL_START, cell.to_string()),
@@ -64,8 +67,11 @@ impl RuntimeRecord {
             ),
             RuntimeRecord::Interrupted => (INTERRUPTED, String::new()),
             RuntimeRecord::ErrorType { type_name } => (ERROR_TYPE, type_name.clone()),
-            RuntimeRecord::Display { mime_type, data } => {
-                (DISPLAY, format!("{{{}:{}}}", json_string(mime_type), json_string(data)))
+            RuntimeRecord::Display { bundle, display_id, update } => {
+                let data: Vec<String> =
+                    bundle.iter().map(|(mime_type, data)| format!("{}:{}", json_string(mime_type), json_string(data))).collect();
+                let display_id = display_id.as_deref().map_or_else(|| "null".to_owned(), json_string);
+                (DISPLAY, format!("{{\"data\":{{{}}},\"display_id\":{display_id},\"update\":{update}}}", data.join(",")))
             }
             RuntimeRecord::ClearOutput { wait } => (CLEAR_OUTPUT, wait.to_string()),
             RuntimeRecord::ExitFlush => (EXIT_FLUSH, String::new()),
