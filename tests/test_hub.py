@@ -45,8 +45,9 @@ LESSON = REPO / "notebooks" / "02-event-loop.ipynb"
 # Short, so that the test sees an idle kernel culled about when the lessons end; long enough
 # that a kernel starting slowly among eight is not (busy compiling, a kernel is never culled).
 CULL_KERNELS_AFTER = 30
-# What the hub needs to start (proxy, database, services), and its users' servers.
-HUB_START_TIMEOUT = 90
+# scripts/hub runs scripts/setup first (quick after scripts/test's own), then the hub starts
+# its proxy, database and services.
+HUB_START_TIMEOUT = 300
 SERVER_START_TIMEOUT = 180
 KERNEL_START_TIMEOUT = 240
 # One cell while eight kernels compile on two cores.
@@ -439,6 +440,20 @@ def wait_until_ready(hub: Hub, user: str) -> int:
         time.sleep(0.5)
 
 
+def kernel_environment(server_pid: int) -> dict[str, str]:
+    """The environment of the (first) rust-async kernel the server started, once it runs."""
+    deadline = time.monotonic() + KERNEL_START_TIMEOUT
+    while time.monotonic() < deadline:
+        for p in psutil.Process(server_pid).children():
+            try:
+                if p.cmdline()[0].endswith("rust-async-kernel"):
+                    return p.environ()
+            except (psutil.Error, IndexError):
+                pass
+        time.sleep(0.2)
+    raise AssertionError(f"no rust-async-kernel process under server {server_pid}")
+
+
 def report(request: pytest.FixtureRequest, lines: list[str]) -> None:
     """Writes the report to REPORT and shows it in pytest's output, past its capture (the
     report is for the person running scripts/test)."""
@@ -487,11 +502,21 @@ def test_eight_users_run_a_lesson_through_the_hub(hub: Hub, request: pytest.Fixt
         kernels_url = f"{hub.url}/user/{USERS[0]}/api/kernels"
         idle_kernel = first.post(kernels_url, json={"name": KERNEL_NAME}, timeout=60).json()["id"]
         idle_since = time.monotonic()
+        # Its environment is the one the config gives the users' kernels.
+        kernel_env = kernel_environment(watch.server_pids[USERS[0]])
+        assert kernel_env.get("RUST_ASYNC_SPARE") == "0", kernel_env
+        assert kernel_env.get("HOME") == str(hub.state / "home" / USERS[0]), kernel_env
+        assert "CONFIGPROXY_AUTH_TOKEN" not in kernel_env, "the proxy's token reached a user's kernel"
 
         cells = [c for c in nbformat.read(LESSON, as_version=4).cells if c.cell_type == "code"]
-        with ThreadPoolExecutor(len(USERS)) as pool:
+        pool = ThreadPoolExecutor(len(USERS))
+        try:
             futures = {user: pool.submit(run_lesson, hub, user, tokens[user], cells) for user in USERS}
             runs = {user: future.result() for user, future in futures.items()}
+        finally:
+            # After a failure (or pytest-timeout) the other users' cells are not waited for:
+            # stopping the hub (the fixture) closes their websockets.
+            pool.shutdown(wait=False, cancel_futures=True)
         lessons_done = time.monotonic()
         for user in USERS:
             check_lesson_outputs(user, runs[user])

@@ -78,8 +78,8 @@ c.Spawner.cmd = [str(VENV / "bin" / "jupyterhub-singleuser")]
 c.Spawner.default_url = "/lab"
 c.Spawner.notebook_dir = "~"
 c.Spawner.args = [
-    # This machine's sessions run as root, and jupyter-server refuses root without it.
-    "--allow-root",
+    # jupyter-server refuses to run as root without it (as scripts/lab does).
+    *(["--allow-root"] if os.geteuid() == 0 else []),
     # A kernel idle this long is shut down, also while a browser tab is still connected to it
     # (a tab left open would otherwise hold its memory for good). Its notebook stays; the
     # next run of a cell asks for a new kernel.
@@ -90,7 +90,12 @@ c.Spawner.args = [
 # A user's server inherits only what it needs from the hub's environment (not the proxy's
 # token). HOME is the user's own folder, so the toolchain's homes are named explicitly:
 # rustup and cargo would look for them under the user's HOME otherwise.
-c.Spawner.env_keep = ["PATH", "LANG", "LC_ALL", "TMPDIR", "RUSTUP_TOOLCHAIN", "SCCACHE_DIR"]
+c.Spawner.env_keep = [
+    "PATH", "LANG", "LC_ALL", "TMPDIR", "RUSTUP_TOOLCHAIN", "SCCACHE_DIR",
+    # The kernel's settings (README, "Kernel CLI"), for every user's kernels at once: e.g.
+    # `RUST_ASYNC_MEMORY_LIMIT=1G scripts/hub` makes each kernel behave as in a 1 GiB pod.
+    "RUST_ASYNC_MEMORY_LIMIT", "RUST_ASYNC_OFFLINE", "RUST_ASYNC_ANALYSIS_IDLE_SECS",
+]
 c.Spawner.environment = {
     "RUSTUP_HOME": os.environ.get("RUSTUP_HOME") or str(Path.home() / ".rustup"),
     "CARGO_HOME": os.environ.get("CARGO_HOME") or str(Path.home() / ".cargo"),
