@@ -226,6 +226,37 @@ def test_a_lesson_in_jupyterlab_task_output_stop_button_and_errors(lab, browser)
         assert text.startswith("panic") and "cell line 1, column 1" in text, text
 
 
+# Where the browser test leaves its picture of a timeline (README shows a copy of it:
+# notebooks/figures/timeline-lesson-02.png).
+TIMELINE_SCREENSHOT = Path(__file__).resolve().parents[1] / "build" / "screenshots" / "timeline-lesson-02.png"
+
+
+def test_lesson_02_draws_its_timelines_in_jupyterlab(lab, browser):
+    """Lesson 02 run as a student runs it (Run All Cells): the timeline of two tasks blocking
+    the one-thread loop is drawn under its cell; a screenshot of it is saved."""
+    root, base, token = lab
+    lesson = Path(__file__).resolve().parents[1] / "notebooks" / "02-event-loop.ipynb"
+    shutil.copy(lesson, root / lesson.name)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{base}/lab/tree/{lesson.name}?reset&token={token}")
+    page.get_by_text(f"{DISPLAY_NAME} | Idle").wait_for(timeout=120_000)
+    with screenshot_on_failure(lab, page, "lesson-02"):
+        page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
+        page.get_by_text("Run All Cells", exact=True).click()
+        blocking = page.locator(".jp-Notebook .jp-CodeCell", has_text="blocks the only thread")
+        figure = blocking.locator(".jp-OutputArea-output[data-mime-type='image/svg+xml']")
+        figure.wait_for(timeout=240_000)
+        figure.scroll_into_view_if_needed()
+        box = figure.bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 100, box
+        TIMELINE_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        figure.screenshot(path=str(TIMELINE_SCREENSHOT))
+        assert TIMELINE_SCREENSHOT.stat().st_size > 5_000
+        # The lesson ran to its end: the progress bar of its last section is shown.
+        page.locator(".jp-Notebook .jp-CodeCell", has_text="downloads started").locator("progress").wait_for(
+            timeout=120_000)
+
+
 def offers(page: Page, typed: str, candidate: str) -> None:
     """Types `typed` over the cell being edited and presses Tab until the completer offers
     `candidate`. JupyterLab drops a kernel's completions that take over 1 s (its

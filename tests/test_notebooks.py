@@ -262,6 +262,60 @@ def test_a_spawned_task_starts_without_await_and_crosses_cells(event_loop):
     assert result(event_loop, "spawn-await") == '"task finished"'
 
 
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def figure(nb: nbformat.NotebookNode, cell_id: str):
+    """The timeline figure under cell `cell_id`: (row names, bars as (row, thread, start ms,
+    end ms) in the order they started, its plain-text line)."""
+    import xml.etree.ElementTree as ET
+
+    (data,) = [o["data"] for o in cell(nb, cell_id)["outputs"]
+               if o["output_type"] == "display_data" and "image/svg+xml" in o["data"]]
+    svg = ET.fromstring(data["image/svg+xml"])
+    rows = [t.text for t in svg.iter(f"{SVG}text") if t.get("text-anchor") == "end" and t.text not in ("ms", "threads")]
+    bars = sorted(((int(r.get("data-row")), r.get("data-thread"), float(r.get("data-start-ms")), float(r.get("data-end-ms")))
+                   for r in svg.iter(f"{SVG}rect") if r.get("class") == "poll"), key=lambda bar: bar[2])
+    return rows, bars, data["text/plain"]
+
+
+def test_timelines_show_sequential_joined_and_spawned_waits(event_loop):
+    rows, bars, _ = figure(event_loop, "sequential-timeline")
+    assert rows == ["the cell"], rows
+    # Polled at the start (the runtime may poll once more at once), then once as each sleep ends.
+    woken = [start for _, _, start, _ in bars if start > 50]
+    assert len(woken) == 3 and len(bars) - len(woken) in (1, 2), bars
+    assert all(later - earlier >= 95 for earlier, later in zip(woken, woken[1:])), woken
+    rows, bars, _ = figure(event_loop, "joined-timeline")
+    assert rows == ["the cell"] and 2 <= len(bars) <= 3, (rows, bars)
+    assert bars[-1][2] - bars[0][2] < 150, bars  # the three sleeps waited together
+    rows, bars, _ = figure(event_loop, "spawn-timeline")
+    assert rows == ["your code", "task 1", "task 2", "task 3"], rows
+    assert re.search(r"^rows=4 task_polls=6$", stdout(event_loop, "spawn-timeline"), re.M)
+
+
+def test_on_one_thread_a_blocking_task_is_one_long_bar_and_spawn_blocking_frees_the_loop(event_loop):
+    rows, bars, line = figure(event_loop, "blocking")
+    assert rows == ["the cell", "task 1", "task 2"] and "on 1 thread(s)" in line, (rows, line)
+    long = [bar for bar in bars if bar[0] in (1, 2) and bar[3] - bar[2] >= 290]
+    assert [bar[0] for bar in long] == [1, 2], bars  # one after the other
+    for blocked in long:
+        inside = [bar for bar in bars if bar is not blocked and bar[2] < blocked[3] - 0.5 and bar[3] > blocked[2] + 0.5]
+        assert inside == [], (blocked, inside)
+    rows, bars, _ = figure(event_loop, "spawn-blocking")
+    assert rows == ["the cell", "spawn_blocking 1", "spawn_blocking 2"], rows
+    pool = [bar for bar in bars if bar[0] in (1, 2)]
+    assert len(pool) == 2 and all(thread.startswith("blocking") for _, thread, _, _ in pool), pool
+    assert pool[1][2] < pool[0][3], "the two blocking calls ran at the same time"
+    assert "multi-thread runtime again" in result(event_loop, "multi-thread-again")
+
+
+def test_a_progress_bar_is_shown_for_background_work(event_loop):
+    (data,) = [o["data"] for o in cell(event_loop, "progress")["outputs"] if o["output_type"] == "display_data"]
+    assert data["text/plain"].startswith("downloads ["), data
+    assert '<progress value="0" max="10"' in data["text/html"], data
+
+
 def timeline(text: str) -> list[tuple[int, str]]:
     return [(int(t), f"{name} {what}") for t, name, what in re.findall(r"^\s*(\d+) ms  ([AB]) (starts|ends)$", text, re.M)]
 

@@ -145,6 +145,31 @@ def test_svg_png_and_bundles_are_shown_and_a_handle_as_final_value_shows_nothing
     assert of_type(msgs, "execute_result") == []
 
 
+def test_a_progress_bar_moved_by_tasks_after_the_cell_ended(kc):
+    reply, msgs = run(
+        kc,
+        'let bar = tokio::progress::bar("steps", 5);\n'
+        "for i in 0..5u64 {\n"
+        "    let bar = bar.clone();\n"
+        "    tokio::spawn(async move {\n"
+        "        tokio::time::sleep(std::time::Duration::from_millis(150 * (i + 1))).await;\n"
+        "        bar.inc(1);\n"
+        "    });\n"
+        "}",
+    )
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    (shown,) = of_type(msgs, "display_data")
+    assert shown["content"]["data"]["text/plain"].startswith("steps [------------------------------] 0/5 (0%)")
+    assert '<progress value="0" max="5"' in shown["content"]["data"]["text/html"]
+    updates = [m["content"] for m in drain(kc, 2.5) if m["msg_type"] == "update_display_data"]
+    assert {u["transient"]["display_id"] for u in updates} == {shown["content"]["transient"]["display_id"]}
+    counts = [int(u["data"]["text/plain"].split("] ")[1].split("/")[0]) for u in updates]
+    assert counts == sorted(counts) and counts[-1] == 5, counts
+    last = updates[-1]["data"]
+    assert "5/5 (100%)" in last["text/plain"] and last["text/plain"].endswith(", done"), last
+    assert '<progress value="5" max="5"' in last["text/html"]
+
+
 def test_clear_output(kc):
     reply, msgs = run(kc, 'println!("gone");\ntokio::display::clear_output(false);\nprintln!("kept");')
     assert reply["content"]["status"] == "ok"

@@ -6,6 +6,7 @@
 use crate::cell_error::CellError;
 use crate::execute::{kernel_error, outcome_of_prelude, silent_input};
 use crate::prelude::PRELUDE;
+use crate::work_dir::RUNTIME_FLAVOUR_FILE;
 use crate::{runtime_library, CellOutcome, Engine};
 use std::time::Duration;
 
@@ -65,6 +66,49 @@ impl Engine {
         }
     }
 
+    /// `:runtime current_thread` / `:runtime multi_thread [WORKERS]`: which runtime cells and
+    /// the tasks they spawn run on from this cell on (the runtime library reads the file as
+    /// each cell starts). Returns what the cell says about it.
+    pub(crate) fn switch_runtime(&mut self, args: &str) -> Result<String, CellError> {
+        let words: Vec<&str> = args.split_whitespace().collect();
+        let usage = || {
+            kernel_error(
+                "`:runtime` takes `current_thread` (one thread: the event loop of the notes) or \
+                 `multi_thread` with an optional number of worker threads (`:runtime multi_thread 4`)"
+                    .to_owned(),
+            )
+        };
+        let (setting, said) = match words.as_slice() {
+            ["current_thread"] => (
+                "current_thread".to_owned(),
+                "Cells and the tasks they spawn now run on ONE thread: a single-threaded event loop, as in \
+                 the notes. A task runs until it awaits; a blocking call stops every task. Tasks keep running \
+                 between cells. Tasks already running stay on the runtime they run on."
+                    .to_owned(),
+            ),
+            ["multi_thread"] => (
+                "multi_thread".to_owned(),
+                "Cells and the tasks they spawn now run on the multi-thread runtime again (one worker thread per \
+                 core). Tasks already running stay on the runtime they run on."
+                    .to_owned(),
+            ),
+            ["multi_thread", workers] => {
+                let workers: usize = workers.parse().ok().filter(|workers| (1..=64).contains(workers)).ok_or_else(usage)?;
+                (
+                    format!("multi_thread {workers}"),
+                    format!(
+                        "Cells and the tasks they spawn now run on a multi-thread runtime with {workers} worker \
+                         thread(s). Tasks already running stay on the runtime they run on."
+                    ),
+                )
+            }
+            _ => return Err(usage()),
+        };
+        std::fs::write(self.work_dir.path().join(RUNTIME_FLAVOUR_FILE), setting)
+            .map_err(|error| kernel_error(format!("`:runtime` failed: {error}")))?;
+        Ok(said)
+    }
+
     /// A cell adds a crate of its own (`:dep`, `extern crate`): cargo must resolve it with the
     /// kernel's tokio and course crates, which become cargo dependencies of the cell crate
     /// (`runtime_library::Linking::Cargo`), from the template's build, copied in now. For the
@@ -102,6 +146,10 @@ Commands go on the first lines of a cell, before any code.
 :types              switch showing the type of a cell's final value on or off
 :efmt {:?}          how the error of a `?` is shown
 :explain            rustc's explanation of the last compile error
+:runtime current_thread   run cells and their tasks on one thread (the notes' event loop);
+:runtime multi_thread [N]  back to the multi-thread runtime (N worker threads)
+:timeline           record the cell as it runs: a figure of every poll of its code and its tasks
+                    (also `tokio::timeline::record(async { .. }).await` around any async code)
 :version            the evcxr version the kernel is built on
 Refused here, with why: :quit, :toolchain, :cache, :sccache, :allow_static_linking 0, and :offline 0 in an offline kernel.";
 

@@ -120,11 +120,25 @@ impl Progress {
         let sink = Arc::clone(sink);
         let mut data = serde_json::Map::new();
         data.insert("text/plain".into(), text.into());
+        // While the count is known, a bar too (JupyterLab shows the HTML, nbconvert the text).
+        if let Some(all) = self.to_build.filter(|all| *all >= self.compiled.len()) {
+            data.insert("text/html".into(), progress_html(self.compiled.len(), all, text).into());
+        }
         let update = self.display.is_some();
         let display_id = self.display.get_or_insert_with(new_display_id).clone();
         self.started.get_or_insert_with(Instant::now);
         sink(EngineEvent::Output { cell: None, output: Output::Display { data: data.into(), display_id: Some(display_id), update } });
     }
+}
+
+/// A bar of `done` out of `all`, with `text` beside it.
+fn progress_html(done: usize, all: usize, text: &str) -> String {
+    let text = text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    format!(
+        "<div class=\"rust-async-progress\"><progress value=\"{done}\" max=\"{}\" style=\"width: 18em; vertical-align: middle\"></progress> \
+         <span style=\"font-family: monospace\">{text}</span></div>",
+        all.max(1)
+    )
 }
 
 fn new_display_id() -> String {
@@ -215,5 +229,21 @@ mod tests {
         assert!(shown[2].0.starts_with("Built 2 crates in "), "{}", shown[2].0);
         assert_eq!((shown[0].1, shown[1].1, shown[2].1), (false, true, true));
         assert!(shown.iter().all(|(_, _, id)| *id == shown[0].2));
+    }
+
+    #[test]
+    fn with_the_count_known_a_bar_is_shown_beside_the_text() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&events);
+        let mut progress = Progress { sink: Some(Arc::new(move |event| seen.lock().unwrap().push(event))), ..Progress::default() };
+        progress.compiled = vec!["memchr".into()];
+        progress.to_build = Some(4);
+        let text = progress.describe();
+        progress.show(&text);
+        let events = events.lock().unwrap();
+        let EngineEvent::Output { output: Output::Display { data, .. }, .. } = &events[0] else { panic!("not a display") };
+        assert_eq!(data["text/plain"], "Building crate 1 of 4: memchr");
+        let html = data["text/html"].as_str().unwrap();
+        assert!(html.contains("<progress value=\"1\" max=\"4\"") && html.contains("Building crate 1 of 4: memchr"), "{html}");
     }
 }

@@ -9,7 +9,7 @@ use crate::final_value_format::without_display_notices;
 use crate::output::CellFate;
 use crate::rewrites::Attempt;
 use crate::prelude::PRELUDE;
-use crate::work_dir::NEVER_AWAITED_FILE;
+use crate::work_dir::{NEVER_AWAITED_FILE, TIMELINE_NEXT_CELL_FILE};
 use crate::{
     diagnostics, hints, never_awaited, offline_setting, refusals, runtime_library, variable_types, CellOutcome, Engine,
     EngineEvent, InputReader, Output,
@@ -70,11 +70,33 @@ impl Engine {
                 return CellOutcome::Failure(error);
             }
         }
-        let code = source.without_commands(&[":clear", ":restart"]);
-        match self.execute_code(&source, &code, input, interrupts_at_send) {
-            CellOutcome::Success { result: None } if restarted && code.trim().is_empty() => Self::restarted(),
-            outcome => outcome,
+        let mut runtime_switched = None;
+        if let Some(command) = source.commands_named(":runtime").last() {
+            match self.switch_runtime(command.args.as_deref().unwrap_or("")) {
+                Ok(said) => runtime_switched = Some(said),
+                Err(error) => return CellOutcome::Failure(error),
+            }
         }
+        // The runtime library records the cell's run when it finds this file (and takes it).
+        let timeline_request = self.work_dir.path().join(TIMELINE_NEXT_CELL_FILE);
+        if source.has_command(":timeline") {
+            if let Err(error) = std::fs::write(&timeline_request, "") {
+                return CellOutcome::Failure(kernel_error(format!("`:timeline` failed: {error}")));
+            }
+        }
+        let code = source.without_commands(&[":clear", ":restart", ":timeline", ":runtime"]);
+        let outcome = match self.execute_code(&source, &code, input, interrupts_at_send) {
+            CellOutcome::Success { result: None } if restarted && code.trim().is_empty() => Self::restarted(),
+            CellOutcome::Success { result: None } if code.trim().is_empty() && runtime_switched.is_some() => {
+                let mut result = serde_json::Map::new();
+                result.insert("text/plain".into(), runtime_switched.unwrap_or_default().into());
+                CellOutcome::Success { result: Some(result) }
+            }
+            outcome => outcome,
+        };
+        // Left when the cell never ran (it did not compile): not for the next cell.
+        let _ = std::fs::remove_file(&timeline_request);
+        outcome
     }
 
     /// When the user process ended while no cell ran it (a task called `std::process::exit`,

@@ -98,6 +98,35 @@ fn locate_debug_prints(text: &str, sources: Option<&CellSources>) -> String {
     located
 }
 
+/// `text` (display data) with each place in the generated source ([`protocol::CELL_LOCATION`])
+/// told as the cell's "line N", or as "an earlier cell's code".
+fn locate_cell_places(text: &str, sources: Option<&CellSources>) -> String {
+    let mut located = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(protocol::CELL_LOCATION) {
+        located.push_str(&rest[..start]);
+        let after = &rest[start + protocol::CELL_LOCATION.len()..];
+        let Some(end) = after.find('\u{1e}') else {
+            rest = after;
+            continue;
+        };
+        let mut numbers = after[..end].split(':').map(|number| number.parse::<u32>().ok());
+        let position = match (numbers.next().flatten(), numbers.next().flatten(), sources) {
+            (Some(line), Some(column), Some(sources)) => {
+                crate::source_map::cell_position(&sources.code, &sources.generated, line, column)
+            }
+            _ => None,
+        };
+        match position {
+            Some((line, _)) => located.push_str(&format!("line {line}")),
+            None => located.push_str("an earlier cell's code"),
+        }
+        rest = &after[end + '\u{1e}'.len_utf8()..];
+    }
+    located.push_str(rest);
+    located
+}
+
 /// evcxr's words (its `check_variable`, run as a cell starts) for a kept variable whose type
 /// was defined again, so that the value could not be kept: `{PREFIX}name{SUFFIX}`.
 const EVCXR_LOST_PREFIX: &str = "The type of the variable ";
@@ -335,6 +364,10 @@ fn handle_record(
             if name == StreamName::Stderr && text.contains(protocol::DEBUG_LOCATION) {
                 text = locate_debug_prints(&text, cell.and_then(|cell| state.sources.get(&cell)));
             }
+            // A timeline's rows printed (`row.spawned_at`).
+            if text.contains(protocol::CELL_LOCATION) {
+                text = locate_cell_places(&text, cell.and_then(|cell| state.sources.get(&cell)));
+            }
             let capturing = state.fate.error_type.is_some() && !state.fate.question_mark_error;
             if name == StreamName::Stderr && capturing && !state.fate.ended {
                 // evcxr prints the error a `?` returned; it becomes the cell's error instead.
@@ -388,7 +421,13 @@ fn handle_record(
         Record::Interrupted => state.fate.interrupted = true,
         Record::ErrorType { type_name } => state.fate.error_type = Some(type_name),
         Record::QuestionMarkError => state.fate.question_mark_error = true,
-        Record::Display { data, display_id, update } => {
+        Record::Display { mut data, display_id, update } => {
+            let sources = cell.and_then(|cell| state.sources.get(&cell));
+            for text in data.as_object_mut().into_iter().flat_map(|bundle| bundle.values_mut()) {
+                if let Some(located) = text.as_str().filter(|text| text.contains(protocol::CELL_LOCATION)) {
+                    *text = locate_cell_places(located, sources).into();
+                }
+            }
             drop(state);
             sink(EngineEvent::Output { cell, output: Output::Display { data, display_id, update } });
         }

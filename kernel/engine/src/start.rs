@@ -6,7 +6,7 @@
 use crate::execute::{outcome_of_prelude, silent_input};
 use crate::output::OutputReader;
 use crate::prelude::PRELUDE;
-use crate::work_dir::{ANALYSIS_DIR, CELL_MIR_FILE, FINAL_VALUE_FORMAT_FILE, NEVER_AWAITED_FILE, SESSION_FILE};
+use crate::work_dir::{ANALYSIS_DIR, CELL_MIR_FILE, FINAL_VALUE_FORMAT_FILE, NEVER_AWAITED_FILE, RUNTIME_FLAVOUR_FILE, SESSION_FILE, TIMELINE_NEXT_CELL_FILE};
 use crate::{
     analysis_process, dependency_build, never_awaited, offline_setting, protocol, runtime_library, statics,
     user_process, variable_types, work_dir, CellOutcome, Engine, EngineError, EventSink, Session,
@@ -48,6 +48,8 @@ impl Engine {
         user_process.env(user_process::OUTPUT_SOCKET_ENV, &socket_path);
         user_process.env(user_process::SESSION_FILE_ENV, work_dir.path().join(SESSION_FILE));
         user_process.env(protocol::FINAL_VALUE_FORMAT_ENV, work_dir.path().join(FINAL_VALUE_FORMAT_FILE));
+        user_process.env(protocol::TIMELINE_NEXT_CELL_ENV, work_dir.path().join(TIMELINE_NEXT_CELL_FILE));
+        user_process.env(protocol::RUNTIME_FLAVOUR_ENV, work_dir.path().join(RUNTIME_FLAVOUR_FILE));
         // New variables are typed by rustc (`variable_types`): rust-analyzer starts only for a
         // completion or an inspection.
         let mir_file = work_dir.path().join(CELL_MIR_FILE);

@@ -24,6 +24,12 @@ pub(crate) const ANALYSIS_DIR: &str = "analysis";
 pub(crate) const CELL_MIR_FILE: &str = "cell.mir";
 /// In the work directory: `:fmt` and `:types` for the runtime library (see `protocol`).
 pub(crate) const FINAL_VALUE_FORMAT_FILE: &str = "final-value-format";
+/// In the work directory: there while the cell about to run asked for a timeline
+/// (`:timeline`); the runtime library takes it when the cell starts.
+pub(crate) const TIMELINE_NEXT_CELL_FILE: &str = "timeline-next-cell";
+/// In the work directory: which runtime cells run on (`:runtime`), read by the runtime
+/// library as each cell starts. No file: the multi-thread one.
+pub(crate) const RUNTIME_FLAVOUR_FILE: &str = "runtime-flavour";
 /// Holds the pid of the kernel that owns a work directory.
 const OWNER_FILE: &str = "kernel.pid";
 

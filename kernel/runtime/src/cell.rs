@@ -51,39 +51,178 @@ pub(crate) fn shared_runtime() -> &'static tokio::runtime::Runtime {
         exit_without_teardown();
         die_quietly_on_crash();
         crate::interrupt::install();
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("rust-async-worker")
-            .on_task_spawn(|task| {
-                let cell = current_cell();
-                if cell != 0 {
-                    task_cells().insert(task.id(), cell);
-                }
-            })
-            .on_before_task_poll(|task| {
-                let cell = task_cells().get(&task.id()).copied();
-                let previous = CURRENT_CELL.with(|current| match cell {
-                    Some(cell) => current.replace(cell),
-                    None => current.get(),
-                });
-                BEFORE_TASK_POLL.with(|before| before.set(previous));
-                if let Some(cell) = cell {
-                    announce(cell);
-                }
-            })
-            .on_after_task_poll(|_| {
-                // A `print!` without a newline waits in std's line buffer: send it now, while
-                // it is still credited to this task's cell (later text could belong to another).
-                let _ = std::io::stdout().flush();
-                let previous = BEFORE_TASK_POLL.with(Cell::get);
-                CURRENT_CELL.with(|current| current.set(previous));
-            })
-            .on_task_terminate(|task| {
-                task_cells().remove(&task.id());
-            })
+        with_hooks(&mut tokio::runtime::Builder::new_multi_thread())
             .build()
             .expect("the kernel could not start its tokio runtime")
     })
+}
+
+/// The runtime that cells run on now: the shared multi-thread one, unless `:runtime` chose the
+/// one-thread loop or another worker count (see [`event_loop`]).
+pub(crate) fn cells_runtime() -> &'static tokio::runtime::Runtime {
+    let shared = shared_runtime(); // the process-wide hooks first
+    match event_loop::chosen() {
+        event_loop::Flavour::MultiThread(None) => shared,
+        event_loop::Flavour::MultiThread(Some(workers)) => event_loop::multi_thread(workers),
+        event_loop::Flavour::CurrentThread => &event_loop::one_thread().runtime,
+    }
+}
+
+/// A runtime builder with the kernel's settings and task hooks: every runtime cells run on
+/// tags tasks with their cell (output routing) and feeds timelines.
+fn with_hooks(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
+    builder
+        .enable_all()
+        .thread_name("rust-async-worker")
+        .on_task_spawn(|task| {
+            let cell = current_cell();
+            if cell != 0 {
+                task_cells().insert(task.id(), cell);
+            }
+            crate::timeline::on_task_spawn(task.id(), task.spawned_at());
+        })
+        .on_before_task_poll(|task| {
+            crate::timeline::on_before_task_poll(task.id());
+            let cell = task_cells().get(&task.id()).copied();
+            let previous = CURRENT_CELL.with(|current| match cell {
+                Some(cell) => current.replace(cell),
+                None => current.get(),
+            });
+            BEFORE_TASK_POLL.with(|before| before.set(previous));
+            if let Some(cell) = cell {
+                announce(cell);
+            }
+        })
+        .on_after_task_poll(|_| {
+            crate::timeline::on_after_task_poll();
+            // A `print!` without a newline waits in std's line buffer: send it now, while
+            // it is still credited to this task's cell (later text could belong to another).
+            let _ = std::io::stdout().flush();
+            let previous = BEFORE_TASK_POLL.with(Cell::get);
+            CURRENT_CELL.with(|current| current.set(previous));
+        })
+        .on_task_terminate(|task| {
+            task_cells().remove(&task.id());
+        })
+}
+
+/// `:runtime`: the notes' one-thread event loop on demand, and multi-thread runtimes with a
+/// chosen number of workers.
+///
+/// A `current_thread` tokio runtime runs its tasks only inside `block_on`. So that its tasks go
+/// on between cells, as on the multi-thread runtime, a thread of its own (`rust-async-loop`)
+/// drives it while no cell runs; a cell takes the loop over (the driver leaves its `block_on`,
+/// the cell's thread enters its own) and hands it back when it ends. One thread at a time runs
+/// the loop: a blocking call in any task stops them all, as in the notes.
+mod event_loop {
+    use std::collections::HashMap;
+    use std::sync::{Condvar, Mutex, OnceLock};
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Flavour {
+        /// `None`: the shared runtime's own worker count (one per core).
+        MultiThread(Option<usize>),
+        CurrentThread,
+    }
+
+    /// What the kernel's `:runtime` wrote in the file it names; read as each cell starts.
+    pub(crate) fn chosen() -> Flavour {
+        let setting = std::env::var_os(crate::protocol::RUNTIME_FLAVOUR_ENV)
+            .and_then(|file| std::fs::read_to_string(file).ok())
+            .unwrap_or_default();
+        let words: Vec<&str> = setting.split_whitespace().collect();
+        match words.as_slice() {
+            ["current_thread"] => Flavour::CurrentThread,
+            ["multi_thread", workers] => Flavour::MultiThread(workers.parse().ok()),
+            _ => Flavour::MultiThread(None),
+        }
+    }
+
+    /// A multi-thread runtime with `workers` worker threads, made once per count and kept (its
+    /// tasks go on after a switch away from it).
+    pub(crate) fn multi_thread(workers: usize) -> &'static tokio::runtime::Runtime {
+        static RUNTIMES: Mutex<Option<HashMap<usize, &'static tokio::runtime::Runtime>>> = Mutex::new(None);
+        let mut runtimes = RUNTIMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        runtimes.get_or_insert_with(HashMap::new).entry(workers).or_insert_with(|| {
+            let runtime = super::with_hooks(tokio::runtime::Builder::new_multi_thread().worker_threads(workers))
+                .build()
+                .expect("the kernel could not start a tokio runtime");
+            Box::leak(Box::new(runtime))
+        })
+    }
+
+    pub(crate) struct OneThreadLoop {
+        pub(crate) runtime: tokio::runtime::Runtime,
+        lease: Mutex<Lease>,
+        changed: Condvar,
+        /// Tells the driver to leave its `block_on`: a cell wants the loop.
+        step_aside: tokio::sync::Notify,
+    }
+
+    #[derive(Default)]
+    struct Lease {
+        cell_wants_it: bool,
+        driver_in_it: bool,
+    }
+
+    pub(crate) fn one_thread() -> &'static OneThreadLoop {
+        static LOOP: OnceLock<OneThreadLoop> = OnceLock::new();
+        LOOP.get_or_init(|| {
+            let runtime = super::with_hooks(&mut tokio::runtime::Builder::new_current_thread())
+                .build()
+                .expect("the kernel could not start its one-thread runtime");
+            let one = OneThreadLoop { runtime, lease: Mutex::default(), changed: Condvar::new(), step_aside: tokio::sync::Notify::new() };
+            std::thread::Builder::new()
+                .name("rust-async-loop".into())
+                .spawn(|| one_thread().drive_between_cells())
+                .expect("the kernel could not start its event-loop thread");
+            one
+        })
+    }
+
+    impl OneThreadLoop {
+        fn lease(&self) -> std::sync::MutexGuard<'_, Lease> {
+            self.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+
+        /// The driver thread's life: run the loop whenever no cell does.
+        fn drive_between_cells(&self) {
+            loop {
+                {
+                    let mut lease = self.lease();
+                    while lease.cell_wants_it {
+                        lease = self.changed.wait(lease).unwrap_or_else(std::sync::PoisonError::into_inner);
+                    }
+                    lease.driver_in_it = true;
+                }
+                self.runtime.block_on(self.step_aside.notified());
+                self.lease().driver_in_it = false;
+                self.changed.notify_all();
+            }
+        }
+
+        /// Runs `body` (a cell's `block_on` on this runtime) with the loop taken from the driver.
+        pub(crate) fn with_loop<R>(&self, body: impl FnOnce(&tokio::runtime::Runtime) -> R) -> R {
+            {
+                let mut lease = self.lease();
+                lease.cell_wants_it = true;
+                self.step_aside.notify_one();
+                while lease.driver_in_it {
+                    lease = self.changed.wait(lease).unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            }
+            // Handed back however the cell ends (an interrupt unwinds through here).
+            struct HandBack<'a>(&'a OneThreadLoop);
+            impl Drop for HandBack<'_> {
+                fn drop(&mut self) {
+                    self.0.lease().cell_wants_it = false;
+                    self.0.changed.notify_all();
+                }
+            }
+            let _hand_back = HandBack(self);
+            body(&self.runtime)
+        }
+    }
 }
 
 pub(crate) enum Stream {
@@ -170,19 +309,29 @@ pub(crate) fn through_erased<F: Future>(
 
 /// The body of [`run_cell`], not generic (see [`through_erased`]).
 fn run_erased(future: Pin<Box<dyn Future<Output = ()> + '_>>) {
-    let runtime = shared_runtime();
+    let runtime = cells_runtime();
     let cell = LAST_CELL.fetch_add(1, Ordering::AcqRel) + 1;
     crate::interrupt::clear();
     write_record(&RuntimeRecord::CellStart { cell });
     ANNOUNCED_CELL.store(cell, Ordering::Release);
     let _end = CellEnd;
-    let outcome = runtime.block_on(async {
-        tokio::select! {
-            biased;
-            output = Tagged { cell, future } => Some(output),
-            () = crate::interrupt::requested() => None,
-        }
-    });
+    let future = match timeline_requested() {
+        true => crate::timeline::record_cell(future),
+        false => future,
+    };
+    let run = |runtime: &tokio::runtime::Runtime| {
+        runtime.block_on(async {
+            tokio::select! {
+                biased;
+                output = Tagged { cell, future } => Some(output),
+                () = crate::interrupt::requested() => None,
+            }
+        })
+    };
+    let outcome = match event_loop::chosen() {
+        event_loop::Flavour::CurrentThread => event_loop::one_thread().with_loop(run),
+        _ => run(runtime),
+    };
     match outcome {
         Some(()) => {}
         None => {
@@ -193,6 +342,12 @@ fn run_erased(future: Pin<Box<dyn Future<Output = ()> + '_>>) {
             std::panic::resume_unwind(Box::new(Interrupted));
         }
     }
+}
+
+/// Whether this cell is to be recorded as a timeline (`:timeline` atop it: the kernel leaves
+/// the file [`protocol::TIMELINE_NEXT_CELL_ENV`] names, and it is taken here).
+fn timeline_requested() -> bool {
+    std::env::var_os(protocol::TIMELINE_NEXT_CELL_ENV).is_some_and(|file| std::fs::remove_file(file).is_ok())
 }
 
 /// The payload of the unwinding that ends an interrupted cell.

@@ -31,6 +31,9 @@ mod records;
 pub mod display;
 mod interrupt;
 mod pending;
+pub mod progress;
+pub mod timeline;
+mod timeline_svg;
 
 pub use pending::Pending;
 
@@ -91,7 +94,7 @@ pub mod runtime {
         /// multi-threaded tokio runtime (what `tokio::runtime::Runtime::new()` always gives).
         pub fn new() -> std::io::Result<Runtime> {
             if crate::cell::on_cell_thread() {
-                crate::cell::shared_runtime();
+                crate::cell::cells_runtime();
                 Ok(Runtime::from_flavour(Flavour::Shared))
             } else {
                 tokio::runtime::Runtime::new().map(|runtime| Runtime::from_flavour(Flavour::Own(runtime)))
@@ -121,7 +124,7 @@ pub mod runtime {
 
         pub fn handle(&self) -> &Handle {
             match &*self.0 {
-                Flavour::Shared => crate::cell::shared_runtime().handle(),
+                Flavour::Shared => crate::cell::cells_runtime().handle(),
                 Flavour::Own(runtime) => runtime.handle(),
             }
         }
@@ -302,7 +305,8 @@ pub mod task {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        tokio::task::spawn_blocking(crate::cell::tagged_fn(function))
+        let recorded = crate::timeline::blocking(function, std::panic::Location::caller());
+        tokio::task::spawn_blocking(crate::cell::tagged_fn(recorded))
     }
 }
 

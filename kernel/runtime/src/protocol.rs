@@ -109,6 +109,20 @@ pub fn json_string(text: &str) -> String {
 /// its place (it knows the cell's code and its generated source; the user process does not).
 pub const DEBUG_LOCATION: &str = "\u{1e}dbg:";
 
+/// Begins a place in the cell's generated source inside display data (a timeline's spawn
+/// locations): `{CELL_LOCATION}LINE:COLUMN\u{1e}`. The kernel puts "line N" of the cell in its
+/// place, or "an earlier cell's code".
+pub const CELL_LOCATION: &str = "\u{1e}at:";
+
+/// Environment variable of the user process: a file whose presence asks the runtime library
+/// to record the next cell as a timeline (a `:timeline` line atop it); the runtime removes it.
+pub const TIMELINE_NEXT_CELL_ENV: &str = "RUST_ASYNC_TIMELINE_NEXT_CELL";
+
+/// Environment variable of the user process: the file in which the kernel keeps which runtime
+/// cells run on (`:runtime`): `current_thread`, `multi_thread` or `multi_thread N`. No file:
+/// `multi_thread`.
+pub const RUNTIME_FLAVOUR_ENV: &str = "RUST_ASYNC_RUNTIME_FLAVOUR";
+
 /// The abstract Unix socket name on which the exiting process `pid` awaits the answer to
 /// [`RuntimeRecord::ExitFlush`].
 pub fn exit_ack_socket_name(pid: u32) -> String {
