@@ -170,6 +170,23 @@ def test_a_progress_bar_moved_by_tasks_after_the_cell_ended(kc):
     assert '<progress value="5" max="5"' in last["text/html"]
 
 
+def test_a_type_with_evcxr_display_shows_itself_as_a_final_value(kc):
+    ok_reply, _ = run(
+        kc,
+        "struct Gauge(u32);\n"
+        "impl Gauge {\n"
+        "    fn evcxr_display(&self) {\n"
+        '        println!("EVCXR_BEGIN_CONTENT text/html\\n<meter value=\'{}\' max=\'10\'></meter>\\nEVCXR_END_CONTENT", self.0);\n'
+        "    }\n"
+        "}",
+    )
+    assert ok_reply["content"]["status"] == "ok", ok_reply["content"]
+    reply, msgs = run(kc, "Gauge(7)")
+    assert reply["content"]["status"] == "ok", [summary(m) for m in msgs]
+    shown = [m["content"]["data"] for m in msgs if m["msg_type"] in ("display_data", "execute_result")]
+    assert shown == [{"text/html": "<meter value='7' max='10'></meter>"}], shown
+
+
 def test_clear_output(kc):
     reply, msgs = run(kc, 'println!("gone");\ntokio::display::clear_output(false);\nprintln!("kept");')
     assert reply["content"]["status"] == "ok"
