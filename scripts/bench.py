@@ -1473,7 +1473,7 @@ def run_column(column: Column, work: Path, logs: Path, *, warm_n: int, warm_up: 
     goes on; for rust-async it ends the run (returned: what failed)."""
     steps: list[tuple[str, Callable[[], None]]] = [
         ("cells", lambda: measure_cells(column, logs, warm_runs=warm_n, warm_up=warm_up,
-                                        task_repeats=task_repeats, class_size=args.class_size, log=log)),
+                                        task_repeats=task_repeats, log=log)),
         ("nbconvert", lambda: measure_nbconvert(column, work, log)),
         ("lesson02", lambda: measure_lesson(column, logs, log)),
     ]
