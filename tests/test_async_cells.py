@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -904,3 +906,26 @@ def test_a_dep_shows_its_progress_under_the_cell_and_a_stop_ends_it():
         assert result_text(msgs) == "true"
     finally:
         stop_kernel(km, kc)
+
+
+def test_cells_load_when_the_temp_folder_and_the_toolchain_share_a_parent_folder(tmp_path):
+    """rustc's rpath from a cell to libstd is relative to the folder rustc writes to, and evcxr
+    loads the cell from the folder above: with a kernel's cell folder (in TMPDIR) and the
+    toolchain under one parent other than `/` (both in $HOME, or side by side in /opt of an
+    image) it missed, and the engine could not start. The kernel gives the user process the
+    toolchain's library folder (kernel/engine/src/runtime_library.rs: toolchain_libdir)."""
+    sysroot = Path(subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True, check=True).stdout.strip())
+    # The highest folder above the toolchain, other than `/`, that we may write in.
+    shared = next((parent for parent in reversed(sysroot.parents[:-1]) if os.access(parent, os.W_OK)), None)
+    assert shared is not None, f"no writable folder above the toolchain {sysroot} to test with"
+    temp = Path(tempfile.mkdtemp(prefix="rust-async-test-tmp-", dir=shared))
+    try:
+        km, kc = start_kernel(env={**os.environ, "TMPDIR": str(temp), "RUST_ASYNC_SPARE": "0"})
+        try:
+            reply, msgs = run(kc, "let numbers = vec![1, 2, 3];\nnumbers.len()", timeout=FIRST_CELL_TIMEOUT)
+            ok(reply, msgs)
+            assert result_text(msgs) == "3"
+        finally:
+            stop_kernel(km, kc)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)

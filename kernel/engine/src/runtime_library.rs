@@ -227,6 +227,25 @@ impl RuntimeLibrary {
         );
     }
 
+    /// The toolchain's library folder (its libstd), for the user process's loader. Cells link
+    /// libstd dynamically, and rustc's rpath to it is relative to the folder rustc writes a
+    /// cell to (`deps/`), while evcxr loads the copy one folder up: whenever the toolchain and
+    /// the cell folder share a parent other than `/` (a checkout and `~/.rustup` both in
+    /// `$HOME` with `TMPDIR` there too, a toolchain beside the kernel in an image), that path
+    /// misses and evcxr cannot start. Read from the template, where preparing notes it; asked
+    /// of rustc (and noted there) when missing.
+    pub(crate) fn toolchain_libdir(&self) -> Option<PathBuf> {
+        let noted = self.template().join(TARGET_LIBDIR_FILE);
+        if let Some(libdir) = std::fs::read_to_string(&noted).ok().map(|text| PathBuf::from(text.trim())).filter(|dir| dir.is_dir()) {
+            return Some(libdir);
+        }
+        let libdir = ask_rustc_for_target_libdir()?;
+        if self.is_prepared() {
+            let _ = std::fs::write(&noted, libdir.to_string_lossy().as_bytes());
+        }
+        Some(libdir)
+    }
+
     /// Builds the template, unless it is already up to date. Needs the crates in cargo's
     /// registry cache (`cargo fetch` of the library's lock file, done here too).
     pub fn prepare(&self) -> Result<(), EngineError> {
@@ -268,6 +287,9 @@ impl RuntimeLibrary {
             .map_err(|error| EngineError::Evcxr(format!("the template's build wrote no {CELL_EXTERNS_FILE}: {error}")))?;
         let externs = externs.replace(&*building.to_string_lossy(), &template.to_string_lossy());
         std::fs::write(building.join(CELL_EXTERNS_FILE), externs)?;
+        if let Some(libdir) = ask_rustc_for_target_libdir() {
+            std::fs::write(building.join(TARGET_LIBDIR_FILE), libdir.to_string_lossy().as_bytes())?;
+        }
         std::fs::rename(&building, &template)?;
         std::fs::write(self.stamp_path(), self.fingerprint())?;
         Ok(())
@@ -293,6 +315,17 @@ impl RuntimeLibrary {
         }
         Ok(())
     }
+}
+
+/// In the template: the toolchain's library folder ([`RuntimeLibrary::toolchain_libdir`]).
+const TARGET_LIBDIR_FILE: &str = "target-libdir";
+
+/// `rustc --print target-libdir`, of the rustc cargo runs (`RUSTC`, else the one on `PATH`).
+fn ask_rustc_for_target_libdir() -> Option<PathBuf> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let output = Command::new(rustc).args(["--print", "target-libdir"]).output().ok()?;
+    let libdir = PathBuf::from(String::from_utf8(output.stdout).ok()?.trim());
+    libdir.is_dir().then_some(libdir)
 }
 
 /// The runtime library and tokio stay optimised whatever the cells' own optimisation level
@@ -367,7 +400,9 @@ fn copy_template(template: &Path, cell_dir: &Path) -> std::io::Result<()> {
         }
         std::fs::copy(file, &destination)?;
         let modified = std::fs::metadata(file)?.modified()?;
-        std::fs::File::options().write(true).open(&destination)?.set_modified(modified)?;
+        // Opened to read only: the copy of a read-only file is read-only too, and its owner
+        // may set its times without write access (for any user but root, a write open fails).
+        std::fs::File::open(&destination)?.set_modified(modified)?;
         Ok(())
     })?;
     std::fs::copy(template.join("Cargo.lock"), cell_dir.join("Cargo.lock"))?;
@@ -377,6 +412,24 @@ fn copy_template(template: &Path, cell_dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_only_template_file_is_copied_with_its_modification_time() {
+        use std::os::unix::fs::PermissionsExt;
+        let template = tempfile::tempdir().unwrap();
+        let cell_dir = tempfile::tempdir().unwrap();
+        let fingerprint = template.path().join("target/debug/.fingerprint/tokio-1/lib-tokio");
+        std::fs::create_dir_all(fingerprint.parent().unwrap()).unwrap();
+        std::fs::write(&fingerprint, "abc").unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        std::fs::File::open(&fingerprint).unwrap().set_modified(old).unwrap();
+        std::fs::set_permissions(&fingerprint, std::fs::Permissions::from_mode(0o444)).unwrap();
+        std::fs::write(template.path().join("Cargo.lock"), "").unwrap();
+        copy_template(template.path(), cell_dir.path()).unwrap();
+        let copy = cell_dir.path().join("target/debug/.fingerprint/tokio-1/lib-tokio");
+        assert_eq!(std::fs::read_to_string(&copy).unwrap(), "abc");
+        assert_eq!(std::fs::metadata(&copy).unwrap().modified().unwrap(), old, "cargo compares these times");
+    }
 
     #[test]
     fn course_crates_are_read_from_their_table_with_their_specs() {

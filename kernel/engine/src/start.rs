@@ -50,6 +50,15 @@ impl Engine {
         user_process.env(protocol::FINAL_VALUE_FORMAT_ENV, work_dir.path().join(FINAL_VALUE_FORMAT_FILE));
         user_process.env(protocol::TIMELINE_NEXT_CELL_ENV, work_dir.path().join(TIMELINE_NEXT_CELL_FILE));
         user_process.env(protocol::RUNTIME_FLAVOUR_ENV, work_dir.path().join(RUNTIME_FLAVOUR_FILE));
+        // Where the loader finds libstd for the cells, whatever their relative rpath says
+        // (`RuntimeLibrary::toolchain_libdir`). Read by the loader when the process starts.
+        if let Some(libdir) = library.toolchain_libdir() {
+            let earlier = std::env::var_os("LD_LIBRARY_PATH");
+            let paths = std::iter::once(libdir).chain(earlier.iter().flat_map(std::env::split_paths));
+            if let Ok(joined) = std::env::join_paths(paths) {
+                user_process.env("LD_LIBRARY_PATH", joined);
+            }
+        }
         // New variables are typed by rustc (`variable_types`): rust-analyzer starts only for a
         // completion or an inspection.
         let mir_file = work_dir.path().join(CELL_MIR_FILE);
