@@ -37,11 +37,12 @@ def ok(reply, msgs):
 
 
 def test_two_tasks_alternating_over_sleeps_give_alternating_bars(kc):
-    # Task 1 wakes at 25, 75 and 125 ms; task 2 at 50, 100 and 150: their polls alternate.
+    # Task 1 wakes at 40, 120 and 200 ms; task 2 at 80, 160 and 240: their polls alternate (a
+    # stall of the machine under 40 ms cannot swap them).
     reply, msgs = run(kc, """use std::time::Duration;
 let woke = tokio::timeline::record(async {
-    let first = tokio::spawn(async { tokio::time::sleep(Duration::from_millis(25)).await; for _ in 0..2 { tokio::time::sleep(Duration::from_millis(50)).await; } });
-    let second = tokio::spawn(async { for _ in 0..3 { tokio::time::sleep(Duration::from_millis(50)).await; } });
+    let first = tokio::spawn(async { tokio::time::sleep(Duration::from_millis(40)).await; for _ in 0..2 { tokio::time::sleep(Duration::from_millis(80)).await; } });
+    let second = tokio::spawn(async { for _ in 0..3 { tokio::time::sleep(Duration::from_millis(80)).await; } });
     first.await.unwrap();
     second.await.unwrap();
     "done"

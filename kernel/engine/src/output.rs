@@ -72,11 +72,31 @@ const SOURCES_KEPT: usize = 64;
 /// in `text` (see `protocol::DEBUG_LOCATION`); where the line is not in the cell's code (a
 /// function an earlier cell defined), says so.
 fn locate_debug_prints(text: &str, sources: Option<&CellSources>) -> String {
+    let found = |line, column| format!("[cell line {line}, column {column}]");
+    locate_places(text, protocol::DEBUG_LOCATION, sources, found, "[dbg in code of an earlier cell]")
+}
+
+/// `text` (display data) with each place in the generated source ([`protocol::CELL_LOCATION`])
+/// told as the cell's "line N", or as "an earlier cell's code".
+fn locate_cell_places(text: &str, sources: Option<&CellSources>) -> String {
+    locate_places(text, protocol::CELL_LOCATION, sources, |line, _| format!("line {line}"), "an earlier cell's code")
+}
+
+/// `text` with each `{marker}LINE:COLUMN\u{1e}` (a place in the generated source) replaced by
+/// `found` of the cell's own line and column, or by `elsewhere` when the place is not in the
+/// cell's own code.
+fn locate_places(
+    text: &str,
+    marker: &str,
+    sources: Option<&CellSources>,
+    found: impl Fn(usize, usize) -> String,
+    elsewhere: &str,
+) -> String {
     let mut located = String::new();
     let mut rest = text;
-    while let Some(start) = rest.find(protocol::DEBUG_LOCATION) {
+    while let Some(start) = rest.find(marker) {
         located.push_str(&rest[..start]);
-        let after = &rest[start + protocol::DEBUG_LOCATION.len()..];
+        let after = &rest[start + marker.len()..];
         let Some(end) = after.find('\u{1e}') else {
             rest = after;
             continue;
@@ -89,8 +109,8 @@ fn locate_debug_prints(text: &str, sources: Option<&CellSources>) -> String {
             _ => None,
         };
         match position {
-            Some((line, column)) => located.push_str(&format!("[cell line {line}, column {column}]")),
-            None => located.push_str("[dbg in code of an earlier cell]"),
+            Some((line, column)) => located.push_str(&found(line, column)),
+            None => located.push_str(elsewhere),
         }
         rest = &after[end + '\u{1e}'.len_utf8()..];
     }
@@ -98,34 +118,6 @@ fn locate_debug_prints(text: &str, sources: Option<&CellSources>) -> String {
     located
 }
 
-/// `text` (display data) with each place in the generated source ([`protocol::CELL_LOCATION`])
-/// told as the cell's "line N", or as "an earlier cell's code".
-fn locate_cell_places(text: &str, sources: Option<&CellSources>) -> String {
-    let mut located = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(protocol::CELL_LOCATION) {
-        located.push_str(&rest[..start]);
-        let after = &rest[start + protocol::CELL_LOCATION.len()..];
-        let Some(end) = after.find('\u{1e}') else {
-            rest = after;
-            continue;
-        };
-        let mut numbers = after[..end].split(':').map(|number| number.parse::<u32>().ok());
-        let position = match (numbers.next().flatten(), numbers.next().flatten(), sources) {
-            (Some(line), Some(column), Some(sources)) => {
-                crate::source_map::cell_position(&sources.code, &sources.generated, line, column)
-            }
-            _ => None,
-        };
-        match position {
-            Some((line, _)) => located.push_str(&format!("line {line}")),
-            None => located.push_str("an earlier cell's code"),
-        }
-        rest = &after[end + '\u{1e}'.len_utf8()..];
-    }
-    located.push_str(rest);
-    located
-}
 
 /// evcxr's words (its `check_variable`, run as a cell starts) for a kept variable whose type
 /// was defined again, so that the value could not be kept: `{PREFIX}name{SUFFIX}`.
