@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::Location;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -157,6 +157,10 @@ impl Timeline {
 /// an atomic load.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static RECORDING: Mutex<Option<Recording>> = Mutex::new(None);
+/// Polls of recorded tasks under way on some thread (see [`RecordingGuard::finish`]).
+static POLLS_UNDER_WAY: AtomicUsize = AtomicUsize::new(0);
+/// How long the end of a recording waits for the polls under way to end.
+const LAST_POLLS_PATIENCE: Duration = Duration::from_millis(100);
 
 thread_local! {
     /// Whether the code running on this thread belongs to the recording (its future, or one
@@ -246,6 +250,13 @@ impl Recording {
 
 impl RecordingGuard {
     fn finish(self) -> Timeline {
+        // A task's last poll wakes whatever awaits the task before the runtime's after-poll
+        // hook notes that poll: the recorded future can end first, on another thread. Those
+        // polls end within microseconds; a task busy in a long poll is not waited for.
+        let deadline = Instant::now() + LAST_POLLS_PATIENCE;
+        while POLLS_UNDER_WAY.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
         let recording = stop();
         std::mem::forget(self);
         recording.map_or_else(Timeline::default, |recording| Timeline {
@@ -312,7 +323,14 @@ pub(crate) fn on_before_task_poll(task: tokio::task::Id) {
     if !ACTIVE.load(Ordering::Acquire) {
         return;
     }
-    let row = recording().as_ref().and_then(|recording| recording.task_rows.get(&task).copied());
+    let row = {
+        let recording = recording();
+        let row = recording.as_ref().and_then(|recording| recording.task_rows.get(&task).copied());
+        if row.is_some() {
+            POLLS_UNDER_WAY.fetch_add(1, Ordering::AcqRel);
+        }
+        row
+    };
     if let Some(row) = row {
         let before = IN_RECORDING.with(|flag| flag.replace(true));
         POLL_UNDER_WAY.with(|poll| poll.set(Some((row, Instant::now(), before))));
@@ -327,6 +345,7 @@ pub(crate) fn on_after_task_poll() {
     if let Some(recording) = recording().as_mut() {
         recording.add_poll(row, start, end);
     }
+    POLLS_UNDER_WAY.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Wraps a `spawn_blocking` function: when recorded code starts it, its run is a row.
