@@ -60,8 +60,12 @@ pub(crate) fn shared_runtime() -> &'static tokio::runtime::Runtime {
 /// The runtime that cells run on now: the shared multi-thread one, unless `:runtime` chose the
 /// one-thread loop or another worker count (see [`event_loop`]).
 pub(crate) fn cells_runtime() -> &'static tokio::runtime::Runtime {
+    runtime_of(event_loop::chosen())
+}
+
+fn runtime_of(flavour: event_loop::Flavour) -> &'static tokio::runtime::Runtime {
     let shared = shared_runtime(); // the process-wide hooks first
-    match event_loop::chosen() {
+    match flavour {
         event_loop::Flavour::MultiThread(None) => shared,
         event_loop::Flavour::MultiThread(Some(workers)) => event_loop::multi_thread(workers),
         event_loop::Flavour::CurrentThread => &event_loop::one_thread().runtime,
@@ -309,7 +313,8 @@ pub(crate) fn through_erased<F: Future>(
 
 /// The body of [`run_cell`], not generic (see [`through_erased`]).
 fn run_erased(future: Pin<Box<dyn Future<Output = ()> + '_>>) {
-    let runtime = cells_runtime();
+    let flavour = event_loop::chosen();
+    let runtime = runtime_of(flavour);
     let cell = LAST_CELL.fetch_add(1, Ordering::AcqRel) + 1;
     crate::interrupt::clear();
     write_record(&RuntimeRecord::CellStart { cell });
@@ -328,7 +333,7 @@ fn run_erased(future: Pin<Box<dyn Future<Output = ()> + '_>>) {
             }
         })
     };
-    let outcome = match event_loop::chosen() {
+    let outcome = match flavour {
         event_loop::Flavour::CurrentThread => event_loop::one_thread().with_loop(run),
         _ => run(runtime),
     };

@@ -94,7 +94,7 @@ pub mod runtime {
         /// multi-threaded tokio runtime (what `tokio::runtime::Runtime::new()` always gives).
         pub fn new() -> std::io::Result<Runtime> {
             if crate::cell::on_cell_thread() {
-                crate::cell::cells_runtime();
+                crate::cell::shared_runtime();
                 Ok(Runtime::from_flavour(Flavour::Shared))
             } else {
                 tokio::runtime::Runtime::new().map(|runtime| Runtime::from_flavour(Flavour::Own(runtime)))
